@@ -1,0 +1,1 @@
+"""Data: the synthetic generator, format readers for real datasets, and canonical manifests."""

@@ -1,0 +1,1 @@
+"""Procedural synthetic medical corpus: attributes, rendering, captions/VQA and writers."""

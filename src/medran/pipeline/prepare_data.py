@@ -1,0 +1,170 @@
+"""``prepare_data``: read every configured source and write canonical manifests and images.
+
+All sources are read and checked before any image is converted, so a bad file fails in
+seconds. Output is assembled in a temporary sibling folder and moved into place only when
+complete, so a failed run never leaves a partial ``data/prepared`` a later stage could use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from medran.data.errors import DataError
+from medran.data.manifest import SPLITS, write_manifest
+from medran.data.readers import get_reader
+from medran.params import ROLE_KIND, PrepareDataParams, SourceSpec, SplitFractions
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def read_source(role: str, spec: SourceSpec, project_root: Path) -> pd.DataFrame:
+    root = project_root / spec.path
+    if not root.is_dir():
+        raise DataError(f"sources.{role}.path: {root} is not a directory")
+    reader = get_reader(spec.format)
+    try:
+        frame = reader.read(root, **spec.options)
+    except TypeError as e:
+        raise DataError(f"sources.{role}.options {dict(spec.options)} rejected: {e}") from e
+    frame["id"] = role + "-" + frame["source_id"].map(lambda s: _UNSAFE.sub("_", str(s)))
+    duplicated = frame["id"][frame["id"].duplicated()]
+    if not duplicated.empty:
+        raise DataError(f"{root}: duplicate id(s) after sanitising: {sorted(set(duplicated))[:10]}")
+    frame["source"] = spec.format
+    return frame
+
+
+def assign_splits(
+    groups: pd.Series,
+    fractions: SplitFractions,
+    seed: int,
+    source_splits: pd.Series | None = None,
+    where: str = "source splits",
+) -> pd.Series:
+    """Split by group: every row of a group lands in the same split.
+
+    With ``source_splits`` the source's own splits are kept (and checked group-disjoint);
+    otherwise, or when the source ships no splits at all (MediCaT), groups are ordered by a
+    seeded hash and cut at the exact fractions.
+    """
+    if source_splits is not None and source_splits.notna().any():
+        if source_splits.isna().any() or not source_splits.isin(SPLITS).all():
+            bad = sorted(set(source_splits[~source_splits.isin(SPLITS)].astype(str)))
+            raise DataError(f"{where}: split_strategy 'source' needs a split per row; got {bad}")
+        crossing = source_splits.groupby(groups).nunique()
+        crossing = crossing[crossing > 1]
+        if not crossing.empty:
+            raise DataError(f"{where}: splits share group id(s) {list(crossing.index[:10])}")
+        return source_splits.astype(str)
+    unique = sorted(set(groups.astype(str)))
+    order = sorted(unique, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
+    n = len(order)
+    n_test = max(1, round(fractions.test * n)) if n >= 3 else 0
+    n_val = max(1, round(fractions.val * n)) if n >= 3 and fractions.val > 0 else 0
+    split_of = {g: "test" for g in order[:n_test]}
+    split_of |= {g: "val" for g in order[n_test : n_test + n_val]}
+    split_of |= {g: "train" for g in order[n_test + n_val :]}
+    return groups.astype(str).map(split_of)
+
+
+def to_rgb_png(source: Path | bytes, size: int, where: str) -> bytes:
+    """Decode any image, make it square RGB uint8 at ``size`` px, return PNG bytes."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            img.load()
+            img = _to_8bit(img).convert("RGB")
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{where}: image cannot be decoded ({e})") from e
+    side = min(img.size)
+    left, top = (img.width - side) // 2, (img.height - side) // 2
+    img = img.crop((left, top, left + side, top + side))
+    if side != size:
+        img = img.resize((size, size), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    # 16-bit and float radiographs: stretch to the 8-bit range instead of clipping.
+    if img.mode in ("I", "I;16", "I;16B", "F"):
+        array = np.asarray(img, dtype=np.float64)
+        lo, hi = float(array.min()), float(array.max())
+        scaled = (array - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(array)
+        return Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+    return img
+
+
+def write_images(frame: pd.DataFrame, role: str, out_root: Path, size: int) -> pd.DataFrame:
+    """Convert each distinct source image once (VQA rows share images); add path and sha256."""
+    folder = out_root / "images" / role
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = frame.sort_values("id").reset_index(drop=True)
+    keys = frame["image"].map(_image_key)
+    # The first row (by id) that uses an image names its file.
+    owners = frame.assign(key=keys).drop_duplicates("key")[["key", "id", "image"]]
+
+    def convert(owner: tuple[str, str, Path | bytes]) -> tuple[str, str, str]:
+        key, row_id, image = owner
+        data = to_rgb_png(image, size, f"{role} row {row_id} ({_describe(image)})")
+        relative = f"images/{role}/{row_id}.png"
+        (out_root / relative).write_bytes(data)
+        return key, relative, hashlib.sha256(data).hexdigest()
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        rows = owners.itertuples(index=False, name=None)
+        done = {key: (path, digest) for key, path, digest in pool.map(convert, rows)}
+    frame["image_path"] = keys.map(lambda k: done[k][0])
+    frame["sha256"] = keys.map(lambda k: done[k][1])
+    return frame
+
+
+def _image_key(image: Path | bytes) -> str:
+    return hashlib.sha256(image).hexdigest() if isinstance(image, bytes) else str(image)
+
+
+def _describe(image: Path | bytes) -> str:
+    return f"{len(image)} embedded bytes" if isinstance(image, bytes) else str(image)
+
+
+def run(params: PrepareDataParams, project_root: Path, out_dir: Path, seed: int) -> dict:
+    frames = {role: read_source(role, spec, project_root) for role, spec in params.sources.items()}
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    metrics: dict[str, float] = {"image_size": params.image_size}
+    try:
+        for role, frame in frames.items():
+            by_source = params.split_strategy == "source"
+            frame["split"] = assign_splits(
+                frame["group_id"],
+                params.split_fractions,
+                seed,
+                frame["source_split"] if by_source else None,
+            )
+            frame = write_images(frame, role, tmp, params.image_size)
+            write_manifest(frame, tmp, role, ROLE_KIND[role])
+            metrics[f"{role}.rows"] = len(frame)
+            metrics[f"{role}.groups"] = frame["group_id"].nunique()
+            for split in SPLITS:
+                metrics[f"{role}.{split}"] = int((frame["split"] == split).sum())
+            log.info("%s: %d rows from %s", role, len(frame), params.sources[role].path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return metrics

@@ -1,0 +1,112 @@
+"""``validate_data``: run a named data-quality gate and fail the stage if any expectation fails.
+
+A suite builder turns its inputs into one GX table check per role; the GX adapter validates
+them and renders Data Docs. ``<out_dir>/result.json`` (a DVC metric) and ``<out_dir>/docs/`` are
+written whether or not the gate passes, so a failure can be inspected; then the failure is
+raised as :class:`~medran.quality.gx.QualityGateError` naming each failed expectation and
+example row ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from medran.errors import InputError
+from medran.params import ValidateDataParams
+from medran.quality.gx import (
+    QualityGateError,
+    SuiteOutcome,
+    TableCheck,
+    failure_line,
+    validate_tables,
+)
+from medran.quality.suites import clean_checks
+
+log = logging.getLogger(__name__)
+
+SuiteBuilder = Callable[[Path, ValidateDataParams, int], dict[str, TableCheck]]
+# Gate name -> builder of {role: check}; "adversarial" and "noisy" join later.
+SUITES: dict[str, SuiteBuilder] = {"clean": clean_checks}
+
+
+def build_report(suite: str, outcomes: dict[str, SuiteOutcome]) -> dict[str, Any]:
+    """The ``result.json`` content: plain top-level numbers and every failure with examples."""
+    roles = {
+        role: {
+            "success": result.success,
+            "n_rows": result.n_rows,
+            "n_expectations": len(result.outcomes),
+            "n_failed": len(result.failed),
+        }
+        for role, result in outcomes.items()
+    }
+    failures = [
+        {
+            "role": role,
+            "expectation_type": o.type,
+            "column": o.column,
+            "kwargs": o.kwargs,
+            "unexpected_count": o.unexpected_count,
+            "example_ids": o.example_ids,
+            "example_values": o.example_values,
+            "observed_value": o.observed_value,
+            "details": o.details,
+            "error": o.error,
+        }
+        for role, result in outcomes.items()
+        for o in result.failed
+    ]
+    return {
+        "suite": suite,
+        "success": all(r["success"] for r in roles.values()),
+        "n_expectations": sum(r["n_expectations"] for r in roles.values()),
+        "n_failed": len(failures),
+        "roles": roles,
+        "failures": failures,
+    }
+
+
+def run(
+    suite: str, data_root: Path, out_dir: Path, params: ValidateDataParams, image_size: int
+) -> dict[str, Any]:
+    """Validate ``data_root`` with gate ``suite``; write ``result.json`` and ``docs/``.
+
+    Returns flat metrics on success; raises :class:`QualityGateError` after writing the report
+    if any expectation fails.
+    """
+    if suite not in SUITES:
+        raise InputError(f"unknown data-quality suite {suite!r}; allowed: {sorted(SUITES)}")
+    checks = SUITES[suite](Path(data_root), params, image_size)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = validate_tables(
+        list(checks.values()), docs_dir=out_dir / "docs", max_examples=params.max_examples
+    )
+    outcomes = dict(zip(checks, results, strict=True))
+    report = build_report(suite, outcomes)
+    path = out_dir / "result.json"
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    log.info(
+        "suite %s: %d expectations, %d failed; report %s",
+        suite,
+        report["n_expectations"],
+        report["n_failed"],
+        path,
+    )
+    if not report["success"]:
+        lines = [failure_line(role, o) for role, r in outcomes.items() for o in r.failed]
+        raise QualityGateError(
+            f"data-quality gate {suite!r} failed {report['n_failed']} of "
+            f"{report['n_expectations']} expectations (details in {path}, "
+            f"{out_dir / 'docs' / 'index.html'}):\n  " + "\n  ".join(lines)
+        )
+    return {
+        "success": True,
+        "n_expectations": report["n_expectations"],
+        "n_failed": 0,
+        **{f"rows_{role}": r["n_rows"] for role, r in report["roles"].items()},
+    }

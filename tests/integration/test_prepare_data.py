@@ -1,0 +1,126 @@
+"""``prepare_data`` on a real-layout corpus written by ``synthesize`` (small sizes)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from medran.data.errors import DataError
+from medran.data.manifest import columns_for
+from medran.params import ROLE_KIND, PrepareDataParams, SynthesizeParams
+from medran.pipeline import prepare_data, synthesize
+
+SMALL = SynthesizeParams(
+    n_upstream=40, n_targets=20, n_cls_patients=20, max_followups=2, n_vqa_images=15
+)
+SOURCES = {
+    "upstream": {"format": "rocov2_csv", "path": "raw/rocov2"},
+    "targets": {"format": "medicat_jsonl", "path": "raw/medicat"},
+    "cls": {"format": "chestxray14_csv", "path": "raw/chestxray14"},
+    "vqa": {"format": "vqarad_json", "path": "raw/vqarad"},
+}
+
+
+@pytest.fixture(scope="module")
+def raw_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    synthesize.run(SMALL, root / "raw")
+    return root
+
+
+def params(**changes: object) -> PrepareDataParams:
+    return PrepareDataParams.model_validate({"image_size": 32, "sources": SOURCES, **changes})
+
+
+@pytest.fixture(scope="module")
+def prepared(raw_root: Path) -> Path:
+    out = raw_root / "prepared"
+    prepare_data.run(params(), raw_root, out, seed=0)
+    return out
+
+
+@pytest.mark.parametrize("role", sorted(ROLE_KIND))
+def test_manifest_schema_and_images(prepared: Path, role: str) -> None:
+    frame = pd.read_parquet(prepared / f"{role}.parquet")
+    assert tuple(frame.columns) == columns_for(ROLE_KIND[role])
+    assert frame["id"].is_unique and frame["id"].str.startswith(f"{role}-").all()
+    assert set(frame["split"]) == {"train", "val", "test"}
+    assert (frame.groupby("group_id")["split"].nunique() == 1).all()
+    for _, row in frame.drop_duplicates("image_path").head(5).iterrows():
+        data = (prepared / row["image_path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row["sha256"]
+        with Image.open(io.BytesIO(data)) as img:
+            assert (img.mode, img.size, img.format) == ("RGB", (32, 32), "PNG")
+
+
+def test_vqa_rows_share_one_file_per_image(prepared: Path) -> None:
+    frame = pd.read_parquet(prepared / "vqa.parquet")
+    assert frame["image_path"].nunique() == SMALL.n_vqa_images
+    assert len(frame) == SMALL.n_vqa_images * SMALL.questions_per_image
+    assert set(frame["answer_type"]) == {"closed", "open"}
+
+
+def test_multi_label_rows_keep_every_label(prepared: Path) -> None:
+    labels = pd.read_parquet(prepared / "cls.parquet")["labels"]
+    assert labels.map(len).max() >= 2
+    assert not labels.map(lambda ls: "No Finding" in ls and len(ls) > 1).any()
+
+
+def test_source_split_strategy_keeps_official_splits(raw_root: Path, tmp_path: Path) -> None:
+    prepare_data.run(params(split_strategy="source"), raw_root, tmp_path / "out", seed=0)
+    cls = pd.read_parquet(tmp_path / "out" / "cls.parquet")
+    test_list = (raw_root / "raw/chestxray14/test_list.txt").read_text().split()
+    assert set(cls.loc[cls["split"] == "test", "source_id"]) == set(test_list)
+    targets = pd.read_parquet(tmp_path / "out" / "targets.parquet")
+    assert set(targets["split"]) == {"train", "val", "test"}  # MediCaT ships no splits
+
+
+def test_corrupt_source_image_is_named_and_nothing_is_lost(raw_root: Path, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    synthesize.run(SMALL, project / "raw")
+    victim = sorted((project / "raw/chestxray14/images").iterdir())[2]
+    victim.write_bytes(victim.read_bytes()[:30])
+    out = project / "prepared"
+    out.mkdir()
+    (out / "earlier.txt").write_text("an earlier result")
+
+    with pytest.raises(DataError, match=rf"cls row cls-{victim.name}.*{victim}.*cannot be decoded"):
+        prepare_data.run(params(), project, out, seed=0)
+    assert (out / "earlier.txt").read_text() == "an earlier result"
+    assert sorted(p.name for p in project.iterdir()) == ["prepared", "raw"]
+
+
+def test_unknown_reader_option_is_named(raw_root: Path, tmp_path: Path) -> None:
+    sources = {**SOURCES, "vqa": {**SOURCES["vqa"], "options": {"english_only": True}}}
+    with pytest.raises(DataError, match=r"sources\.vqa\.options .*english_only"):
+        prepare_data.run(params(sources=sources), raw_root, tmp_path / "out", seed=0)
+
+
+def test_missing_source_folder_is_named(raw_root: Path, tmp_path: Path) -> None:
+    sources = {**SOURCES, "cls": {"format": "imagefolder", "path": "raw/nowhere"}}
+    with pytest.raises(DataError, match=r"sources\.cls\.path: .*raw/nowhere is not a directory"):
+        prepare_data.run(params(sources=sources), raw_root, tmp_path / "out", seed=0)
+
+
+def test_sixteen_bit_and_non_square_images_become_square_rgb(tmp_path: Path) -> None:
+    ramp = (np.arange(40 * 60).reshape(40, 60) * 20).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "x.png")
+    with Image.open(io.BytesIO(prepare_data.to_rgb_png(tmp_path / "x.png", 16, "t"))) as img:
+        pixels = np.asarray(img)
+    assert pixels.shape == (16, 16, 3) and pixels.dtype == np.uint8
+    assert pixels.min() < 40 and pixels.max() > 200  # stretched, not clipped to white
+
+
+def test_group_splits_are_exact_and_seeded() -> None:
+    groups = pd.Series([f"p{i // 2}" for i in range(200)])
+    fractions = params().split_fractions
+    first = prepare_data.assign_splits(groups, fractions, seed=0)
+    assert first.value_counts().to_dict() == {"train": 160, "val": 20, "test": 20}
+    assert first.equals(prepare_data.assign_splits(groups, fractions, seed=0))
+    assert not first.equals(prepare_data.assign_splits(groups, fractions, seed=1))

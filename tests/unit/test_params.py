@@ -1,0 +1,74 @@
+"""params.yaml is validated at the boundary: every bad value is named with what is allowed."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medran.params import ParamsError, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[2]
+RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_change(path: str, value: object) -> dict:
+    raw = copy.deepcopy(RAW)
+    *parents, last = path.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return raw
+
+
+def test_project_params_load() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert params.prepare_data.sources["cls"].format == "chestxray14_csv"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (
+            "synthesize.n_upstream",
+            -5,
+            r"synthesize\.n_upstream = -5: .*greater than or equal to 10",
+        ),
+        ("synthesize.image_size", "big", r"synthesize\.image_size = 'big'"),
+        ("synthesize.colour", 3, r"synthesize\.colour: unknown key"),
+        ("prepare_data.split_strategy", "random", r"split_strategy = 'random'.*'group'.*'source'"),
+        (
+            "prepare_data.sources.cls.format",
+            "dicom_zip",
+            r"sources\.cls\.format = 'dicom_zip'.*allowed: \[.*'chestxray14_csv'",
+        ),
+        (
+            "prepare_data.sources.vqa.format",
+            "rocov2_csv",
+            r"rocov2_csv' reads captions data; vqa needs one of \['slake_json', 'vqarad_json'\]",
+        ),
+        ("prepare_data.sources.upstream.path", "../elsewhere", r"must be relative .* inside it"),
+        ("prepare_data.split_fractions.train", 0.5, r"must be 1\.0, got 0\.7"),
+    ],
+)
+def test_bad_values_are_named(path: str, value: object, expected: str) -> None:
+    with pytest.raises(ParamsError, match=expected):
+        parse_params(with_change(path, value))
+
+
+def test_missing_role_is_named() -> None:
+    raw = copy.deepcopy(RAW)
+    del raw["prepare_data"]["sources"]["targets"]
+    with pytest.raises(ParamsError, match=r"missing \['targets'\]"):
+        parse_params(raw)
+
+
+def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="does not exist"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ParamsError, match="must be a mapping, got list"):
+        load_params(tmp_path / "list.yaml")
