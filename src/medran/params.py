@@ -134,7 +134,8 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{key}: unknown key (value {error['input']!r})"
     if error["type"] == "missing":
         return f"{key}: required key is missing"
-    return f"{key} = {error['input']!r}: {error['msg']}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{key} = {error['input']!r}: {message}"
 
 
 def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
