@@ -11,7 +11,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("suite")
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True, help="the data root, e.g. data")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -19,9 +19,7 @@ def main() -> None:
     from medran.pipeline import validate_data
 
     # Writes <out>/result.json (a DVC metric) and Data Docs; raises if an expectation fails.
-    validate_data.run(
-        args.suite, args.data, args.out, params.validate_data, params.prepare_data.image_size
-    )
+    validate_data.run(args.suite, args.data, args.out, params)
 
 
 if __name__ == "__main__":

@@ -113,19 +113,197 @@ class PrepareDataParams(Section):
         return value
 
 
+class TrainSurrogateParams(Section):
+    """The attack's encoder f_phi, and the black-box encoder of the retrieval captioner."""
+
+    # "train": train ``model`` (a config name) on the target pool, disjoint from the corpus
+    # that is attacked; "pretrained": load ``model`` (+ ``pretrained`` tag) as released.
+    mode: Literal["train", "pretrained"] = "train"
+    model: str = "medran-tiny"
+    pretrained: str = ""
+    captioner_model: str = "medran-tiny"
+    captioner_pretrained: str = ""
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(50, ge=2)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.1, ge=0.0)
+    warmup_steps: int = Field(10, ge=0)
+    seed: int = Field(0, ge=0)
+
+    @field_validator("model", "captioner_model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from medran.models.factory import check_model_name
+
+        check_model_name(value)
+        return value
+
+
+PAIRING_RULES = ("different_body_part", "random")
+
+
+class AttackImagesParams(Section):
+    """MF-ii: PGD on cos(f(x + delta), f(x_target)) in an L-inf ball (DESIGN §4)."""
+
+    eps: int = Field(8, gt=0, le=255, description="L-inf budget in 1/255 units")
+    step_size: float = Field(1.0, gt=0.0, le=255.0, description="1/255 units")
+    steps: int = Field(100, ge=1)
+    random_start: bool = False
+    pairing: Literal[PAIRING_RULES] = "different_body_part"  # type: ignore[valid-type]
+    # Attack enough training pairs for every noise level up to this fraction.
+    max_fraction: float = Field(0.5, gt=0.0, le=1.0)
+    batch_size: int = Field(32, ge=1)
+    shard_size: int = Field(64, ge=1)
+    seed: int = Field(0, ge=0)
+
+
+class LlmParams(Section):
+    model: str = ""  # a local folder or hub id of a transformers text-generation model
+    max_new_tokens: int = Field(64, ge=1)
+    max_length_ratio: float = Field(2.0, gt=1.0)
+
+
+class CaptionerParams(Section):
+    # "retrieval": nearest clean caption under the black-box captioner encoder (embedded
+    # default); anything else: a transformers image-to-text model (local folder or hub id).
+    model: str = "retrieval"
+    prompt: str = "what is the content of this radiology image?"
+    max_new_tokens: int = Field(48, ge=1)
+
+
+class AttackCaptionsParams(Section):
+    backend: Literal["rules", "llm", "captioner"] = "rules"
+    llm: LlmParams = LlmParams()
+    captioner: CaptionerParams = CaptionerParams()
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _llm_named(self) -> AttackCaptionsParams:
+        if self.backend == "llm" and not self.llm.model:
+            raise ValueError("backend 'llm' needs attack_captions.llm.model (a folder or hub id)")
+        return self
+
+
+CAPTION_CHOICES = ("clean", "rewrite", "target", "captioner")
+
+
+class BuildNoisyParams(Section):
+    # Which caption goes with x_adv; "rewrite" is the caption backend's output.
+    caption: Literal[CAPTION_CHOICES] = "rewrite"  # type: ignore[valid-type]
+
+
 class ValidateDataParams(Section):
     min_rows: int = Field(1, ge=1)
     image_mode: Literal["RGB"] = "RGB"
     # How many offending row ids/values a failed expectation lists in result.json and the error.
     max_examples: int = Field(10, ge=1, le=1000)
+    # Adversarial gate: the fraction of saved attacks closer to the target than to the clean image.
+    min_attack_success: float = Field(0.5, ge=0.0, le=1.0)
+    # Noisy gate: |adversarial fraction of training rows - level| allowed for each noise level.
+    level_tolerance: float = Field(0.01, ge=0.0, le=1.0)
+
+
+class PretrainParams(Section):
+    """CLIP contrastive pre-training on one noisy corpus (DESIGN §2, §10)."""
+
+    model: str = "medran-tiny"  # a config name trained from scratch, or a released model
+    pretrained: str = ""  # tag or file for continued pre-training (e.g. openai)
+    epochs: int = Field(10, ge=1)
+    global_batch_size: int = Field(64, ge=2)
+    grad_accum_steps: int = Field(1, ge=1)
+    lr: float = Field(5e-4, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.1, ge=0.0)
+    warmup_steps: int = Field(20, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0.0)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    num_processes: int = Field(1, ge=1)
+    device: Literal["auto", "cpu"] = "auto"  # auto: GPUs when present
+    checkpoint_every_steps: int = Field(0, ge=0)  # 0: checkpoint at each epoch end only
+    seed: int = Field(0, ge=0)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from medran.models.factory import check_model_name
+
+        check_model_name(value)
+        return value
+
+    @model_validator(mode="after")
+    def _divisible_batch(self) -> PretrainParams:
+        per_step = self.num_processes * self.grad_accum_steps
+        if self.global_batch_size % per_step:
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} must divide by num_processes x "
+                f"grad_accum_steps = {self.num_processes} x {self.grad_accum_steps}"
+            )
+        return self
+
+    @property
+    def batch_size(self) -> int:
+        """Per process, per micro-step."""
+        return self.global_batch_size // (self.num_processes * self.grad_accum_steps)
+
+
+class EvalUpstreamParams(Section):
+    batch_size: int = Field(128, ge=1)
+    recall_at: list[int] = Field(default_factory=lambda: [1, 5, 10])
+    # Zero-shot prompts on the chest X-ray set; {} is the lower-cased label.
+    prompts: list[str] = Field(
+        default_factory=lambda: ["a chest x-ray showing {}.", "chest radiograph: {}."]
+    )
+
+    @field_validator("prompts")
+    @classmethod
+    def _placeholder(cls, value: list[str]) -> list[str]:
+        bad = [p for p in value if "{}" not in p]
+        if bad or not value:
+            raise ValueError(f"each prompt needs a '{{}}' for the label; bad: {bad}")
+        return value
 
 
 class Params(Section):
     seed: int = 0
     experiment: str = Field("medran", min_length=1)
+    noise_levels: list[float] = Field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3, 0.5])
     synthesize: SynthesizeParams = SynthesizeParams()
     prepare_data: PrepareDataParams
     validate_data: ValidateDataParams = ValidateDataParams()
+    train_surrogate: TrainSurrogateParams = TrainSurrogateParams()
+    attack_images: AttackImagesParams = AttackImagesParams()
+    attack_captions: AttackCaptionsParams = AttackCaptionsParams()
+    build_noisy: BuildNoisyParams = BuildNoisyParams()
+    pretrain: PretrainParams = PretrainParams()
+    eval_upstream: EvalUpstreamParams = EvalUpstreamParams()
+
+    @field_validator("noise_levels")
+    @classmethod
+    def _levels(cls, value: list[float]) -> list[float]:
+        bad = [v for v in value if not 0.0 <= v <= 1.0]
+        if bad or not value:
+            raise ValueError(f"noise levels must be a non-empty list in [0, 1]; bad: {bad}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"noise levels must be distinct, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _levels_attacked(self) -> Params:
+        top = max(self.noise_levels)
+        if top > self.attack_images.max_fraction:
+            raise ValueError(
+                f"noise level {top} exceeds attack_images.max_fraction "
+                f"{self.attack_images.max_fraction}: raise max_fraction to at least {top}"
+            )
+        caption, backend = self.build_noisy.caption, self.attack_captions.backend
+        # "rewrite" is the output of a rewriting backend (rules, llm); "captioner" of the captioner.
+        if caption in ("rewrite", "captioner") and (caption == "captioner") != (
+            backend == "captioner"
+        ):
+            raise ValueError(
+                f"build_noisy.caption {caption!r} needs attack_captions.backend "
+                f"{'captioner' if caption == 'captioner' else 'rules or llm'}, got {backend!r}"
+            )
+        return self
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from medran.data.manifest import read_manifest, write_manifest
 from medran.errors import InputError
-from medran.params import ROLE_KIND, ValidateDataParams
+from medran.params import ROLE_KIND, Params, parse_params
 from medran.pipeline import validate_data
 from medran.quality.gx import Expect, QualityGateError, TableCheck, validate_tables
 
@@ -31,6 +31,22 @@ CLS = [
     ("c5", "p4", "T", ["Mass"]),
 ]
 SPLIT = {"T": "train", "V": "val", "E": "test"}
+SOURCES = {
+    "upstream": {"format": "rocov2_csv", "path": "raw/rocov2"},
+    "targets": {"format": "medicat_jsonl", "path": "raw/medicat"},
+    "cls": {"format": "chestxray14_csv", "path": "raw/chestxray14"},
+    "vqa": {"format": "vqarad_json", "path": "raw/vqarad"},
+}
+
+
+def gate_params(**validate_data: object) -> Params:
+    """Params whose prepared images are ``SIZE`` wide; ``validate_data`` overrides that section."""
+    return parse_params(
+        {
+            "prepare_data": {"image_size": SIZE, "sources": SOURCES},
+            "validate_data": {"min_rows": 2, **validate_data},
+        }
+    )
 
 
 def _write_png(path, value, size=SIZE):
@@ -82,8 +98,9 @@ def _edit(root, role, ids, **values):
     write_manifest(frame, root, role, ROLE_KIND[role])
 
 
-def _run(root, out):
-    return validate_data.run("clean", root, out, ValidateDataParams(min_rows=2), SIZE)
+def _run(prepared, out):
+    # The gate takes the data root; the clean suite reads its prepared/ folder.
+    return validate_data.run("clean", prepared.parent, out, gate_params())
 
 
 @pytest.fixture
@@ -100,6 +117,7 @@ def test_valid_folder_passes_and_writes_report_and_docs(prepared, tmp_path):
     assert result["roles"]["vqa"]["n_rows"] == 6
     assert metrics["success"] is True and metrics["n_expectations"] == result["n_expectations"]
     assert metrics["rows_cls"] == len(CLS)
+    assert result["roles"]["cls"]["observed"] == {"table_row_count": len(CLS)}
     assert (out / "docs" / "index.html").is_file()
 
 
@@ -163,8 +181,8 @@ def test_broken_folder_fails_naming_the_rows(prepared, tmp_path, case):
 
 
 def test_unknown_suite_lists_the_known_ones(prepared, tmp_path):
-    with pytest.raises(InputError, match=r"allowed: \['clean'\]"):
-        validate_data.run("nope", prepared, tmp_path / "out", ValidateDataParams(), SIZE)
+    with pytest.raises(InputError, match=r"allowed: \['adversarial', 'clean', 'noisy'\]"):
+        validate_data.run("nope", prepared.parent, tmp_path / "out", gate_params())
 
 
 def test_adapter_keeps_spec_order_and_names_rows(tmp_path):

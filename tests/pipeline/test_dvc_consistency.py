@@ -18,9 +18,18 @@ from tests.pipeline.conftest import ROOT, ci_params
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = DVC["stages"]
-# Modules every stage uses that cannot change a stage's output: error types, params parsing
-# (params values are tracked by DVC itself) and the stage runner.
-INFRASTRUCTURE = {"medran.errors", "medran.data.errors", "medran.params", "medran.runner"}
+# Modules every stage uses that cannot change a stage's output: the package root, error
+# types, params parsing (params values are tracked by DVC itself), the runner and launcher,
+# and MLflow logging.
+INFRASTRUCTURE = {
+    "medran",
+    "medran.errors",
+    "medran.data.errors",
+    "medran.params",
+    "medran.runner",
+    "medran.launch",
+    "medran.tracking",
+}
 
 
 def _module_file(module: str) -> Path | None:

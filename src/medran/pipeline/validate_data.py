@@ -1,10 +1,10 @@
 """``validate_data``: run a named data-quality gate and fail the stage if any expectation fails.
 
-A suite builder turns its inputs into one GX table check per role; the GX adapter validates
-them and renders Data Docs. ``<out_dir>/result.json`` (a DVC metric) and ``<out_dir>/docs/`` are
-written whether or not the gate passes, so a failure can be inspected; then the failure is
-raised as :class:`~medran.quality.gx.QualityGateError` naming each failed expectation and
-example row ids.
+A suite builder turns the data root (``data/``) and the params into one GX table check per
+role; the GX adapter validates them and renders Data Docs. ``<out_dir>/result.json`` (a DVC
+metric) and ``<out_dir>/docs/`` are written whether or not the gate passes, so a failure can
+be inspected; then the failure is raised as :class:`~medran.quality.gx.QualityGateError`
+naming each failed expectation and example row ids.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from medran import layout
 from medran.errors import InputError
-from medran.params import ValidateDataParams
+from medran.params import Params
+from medran.quality.adversarial import adversarial_checks
 from medran.quality.gx import (
     QualityGateError,
     SuiteOutcome,
@@ -24,13 +26,39 @@ from medran.quality.gx import (
     failure_line,
     validate_tables,
 )
+from medran.quality.noisy import noisy_checks
 from medran.quality.suites import clean_checks
 
 log = logging.getLogger(__name__)
 
-SuiteBuilder = Callable[[Path, ValidateDataParams, int], dict[str, TableCheck]]
-# Gate name -> builder of {role: check}; "adversarial" and "noisy" join later.
-SUITES: dict[str, SuiteBuilder] = {"clean": clean_checks}
+# (data root, params) -> {role: check}
+SuiteBuilder = Callable[[Path, Params], dict[str, TableCheck]]
+
+
+def _clean(data_root: Path, params: Params) -> dict[str, TableCheck]:
+    return clean_checks(
+        data_root / layout.PREPARED, params.validate_data, params.prepare_data.image_size
+    )
+
+
+# Gate name -> builder: clean reads data/prepared; adversarial data/attacks (+ prepared);
+# noisy data/noisy/<level> for every params.noise_levels (+ attacks and prepared).
+SUITES: dict[str, SuiteBuilder] = {
+    "clean": _clean,
+    "adversarial": adversarial_checks,
+    "noisy": noisy_checks,
+}
+
+
+def _observed(result: SuiteOutcome) -> dict[str, Any]:
+    """Aggregates GX measured (row count, success rate, fallback count, fractions), by name."""
+    observed = {}
+    for o in result.outcomes:
+        value = o.observed_value
+        if o.unexpected_count is None and isinstance(value, int | float) and o.error is None:
+            name = o.type.removeprefix("expect_").split("_to_")[0]
+            observed[f"{name}({o.column})" if o.column else name] = value
+    return observed
 
 
 def build_report(suite: str, outcomes: dict[str, SuiteOutcome]) -> dict[str, Any]:
@@ -41,6 +69,7 @@ def build_report(suite: str, outcomes: dict[str, SuiteOutcome]) -> dict[str, Any
             "n_rows": result.n_rows,
             "n_expectations": len(result.outcomes),
             "n_failed": len(result.failed),
+            "observed": _observed(result),
         }
         for role, result in outcomes.items()
     }
@@ -70,21 +99,21 @@ def build_report(suite: str, outcomes: dict[str, SuiteOutcome]) -> dict[str, Any
     }
 
 
-def run(
-    suite: str, data_root: Path, out_dir: Path, params: ValidateDataParams, image_size: int
-) -> dict[str, Any]:
-    """Validate ``data_root`` with gate ``suite``; write ``result.json`` and ``docs/``.
+def run(suite: str, data_root: Path, out_dir: Path, params: Params) -> dict[str, Any]:
+    """Validate the data root (``data/``) with gate ``suite``; write ``result.json`` and ``docs/``.
 
     Returns flat metrics on success; raises :class:`QualityGateError` after writing the report
     if any expectation fails.
     """
     if suite not in SUITES:
         raise InputError(f"unknown data-quality suite {suite!r}; allowed: {sorted(SUITES)}")
-    checks = SUITES[suite](Path(data_root), params, image_size)
+    checks = SUITES[suite](Path(data_root), params)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = validate_tables(
-        list(checks.values()), docs_dir=out_dir / "docs", max_examples=params.max_examples
+        list(checks.values()),
+        docs_dir=out_dir / "docs",
+        max_examples=params.validate_data.max_examples,
     )
     outcomes = dict(zip(checks, results, strict=True))
     report = build_report(suite, outcomes)

@@ -1,0 +1,1 @@
+"""Models: the open_clip factory (named, hub, local-dir and shipped tiny configs) and wrappers."""

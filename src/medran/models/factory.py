@@ -1,0 +1,131 @@
+"""Create, load and export open_clip CLIP models.
+
+A model is named the way open_clip names it: a built-in architecture (``ViT-B-32``) with an
+optional ``pretrained`` tag or file, ``hf-hub:org/repo``, or ``local-dir:/path`` (a folder
+with ``open_clip_config.json`` and ``open_clip_model.safetensors``). The shipped configs in
+``configs/`` (e.g. ``medran-tiny``) are registered with ``open_clip.add_model_config`` so
+they are ordinary built-in names. Released models are written in the ``local-dir`` layout.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from open_clip.model import get_model_preprocess_cfg
+from safetensors.torch import save_file
+
+from medran.errors import InputError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
+LOCAL, HUB = "local-dir:", "hf-hub:"
+
+open_clip.add_model_config(CONFIG_DIR)
+
+
+@dataclass
+class ClipModel:
+    """An open_clip CLIP with the config needed to rebuild it and its tokenizer."""
+
+    model: open_clip.CLIP
+    model_cfg: dict[str, Any]
+    name: str
+    preprocess_cfg: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(self.preprocess_cfg["mean"])
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self.preprocess_cfg["std"])
+
+    @property
+    def image_size(self) -> int:
+        size = self.preprocess_cfg["size"]
+        return int(size if isinstance(size, int) else size[0])
+
+    @property
+    def context_length(self) -> int:
+        return int(self.model_cfg["text_cfg"]["context_length"])
+
+    def tokenizer(self) -> Any:
+        return open_clip.get_tokenizer(self.name if self.name.startswith(LOCAL) else _arch(self))
+
+
+def _arch(clip: ClipModel) -> str:
+    return clip.name.split("@")[0]
+
+
+def check_model_name(name: str) -> None:
+    """Fail fast on a name open_clip cannot resolve, listing close matches."""
+    if name.startswith(HUB):
+        return
+    if name.startswith(LOCAL):
+        folder = Path(name.removeprefix(LOCAL))
+        if not (folder / CONFIG_FILE).is_file():
+            raise InputError(f"model {name!r}: {folder / CONFIG_FILE} does not exist")
+        if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+            raise InputError(f"model {name!r}: no weights (*.safetensors) in {folder}")
+        return
+    known = open_clip.list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
+        hint = f"close matches: {close}" if close else f"known: {sorted(known)[:20]} ..."
+        raise InputError(
+            f"unknown open_clip model {name!r}; {hint}; or use 'hf-hub:org/repo' / 'local-dir:PATH'"
+        )
+
+
+def model_config(name: str) -> dict[str, Any]:
+    if name.startswith(LOCAL):
+        path = Path(name.removeprefix(LOCAL)) / CONFIG_FILE
+        return json.loads(path.read_text())["model_cfg"]
+    config = open_clip.get_model_config(name.removeprefix(HUB))
+    if config is None:
+        raise InputError(f"no model config found for {name!r}")
+    return config
+
+
+def create_clip(name: str, pretrained: str | None = None, seed: int | None = None) -> ClipModel:
+    """Build the CLIP ``name`` (random init unless ``pretrained`` or a schema gives weights)."""
+    check_model_name(name)
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = open_clip.create_model(name, pretrained=pretrained or None, output_dict=True)
+    cfg = model_config(name) if not name.startswith(HUB) else _hub_config(name)
+    return ClipModel(model, cfg, name, dict(get_model_preprocess_cfg(model)))
+
+
+def _hub_config(name: str) -> dict[str, Any]:
+    from open_clip.factory import _get_hf_config
+
+    return _get_hf_config(name.removeprefix(HUB))["model_cfg"]
+
+
+def save_local_dir(clip: ClipModel, folder: Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``folder`` in open_clip's ``local-dir`` layout (config + safetensors weights)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_cfg": clip.model_cfg, "preprocess_cfg": _plain(clip.preprocess_cfg)}
+    if extra:
+        config["medran"] = extra
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    state = {k: v.detach().contiguous().cpu() for k, v in clip.model.state_dict().items()}
+    save_file(state, folder / WEIGHTS_FILE)
+    return folder
+
+
+def load_local_dir(folder: Path) -> ClipModel:
+    """Load a model exported by :func:`save_local_dir` (or any open_clip local-dir folder)."""
+    return create_clip(f"{LOCAL}{Path(folder).resolve()}")
+
+
+def _plain(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}

@@ -1,0 +1,206 @@
+"""MLflow helpers: one run per stage with flattened params, lineage tags and declared inputs.
+
+Every run carries the tags a user filters on in the MLflow UI (``stage``, ``git_commit``,
+``data_md5.<input>`` and whatever the stage adds: ``noise_level``, ``task``, ``method``,
+``seed``, ``upstream_run_id``), and declares each input with ``mlflow.log_input`` whose digest
+is the input's DVC md5, so a run links back to the exact data version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import numbers
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medran.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI``, or a SQLite store ``mlflow.db`` in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside the database (``mlartifacts/``), not in the
+    working directory; other stores (servers, databases) keep their own default."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///"))
+    return (database.resolve().parent / "mlartifacts").as_uri()
+
+
+def ensure_experiment(name: str, uri: str) -> str:
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        return mlflow.create_experiment(name, artifact_location=artifact_root(uri))
+    return experiment.experiment_id
+
+
+def flatten(params: Any, prefix: str = "") -> dict[str, str]:
+    """Nested params (dicts or pydantic models) -> ``{"a.b.c": "value"}`` for MLflow."""
+    if hasattr(params, "model_dump"):
+        params = params.model_dump()
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if hasattr(value, "model_dump") or isinstance(value, Mapping):
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+    return flat
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return result.stdout.strip()
+
+
+def dvc_md5(path: Path, project_root: Path | None = None) -> str:
+    """The DVC md5 of ``path``: from ``dvc.lock`` (stage outputs) or ``<path>.dvc`` (added
+    data); computed the same way for paths DVC does not track yet (e.g. in tests)."""
+    root = (project_root or Path.cwd()).resolve()
+    path = Path(path).resolve()
+    relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else None
+    lock = root / "dvc.lock"
+    if relative and lock.is_file():
+        for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
+            for out in stage.get("outs", []):
+                if out.get("path") == relative and "md5" in out:
+                    return out["md5"]
+    dvc_file = path.with_name(path.name + ".dvc")
+    if dvc_file.is_file():
+        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [])
+        if outs and "md5" in outs[0]:
+            return outs[0]["md5"]
+    return computed_md5(path)
+
+
+def computed_md5(path: Path) -> str:
+    """DVC's scheme: md5 of a file, or for a folder md5 of its sorted (relpath, md5) listing."""
+    if path.is_file():
+        return _file_md5(path)
+    if not path.is_dir():
+        raise InputError(f"input {path} does not exist")
+    entries = [
+        {"md5": _file_md5(p), "relpath": p.relative_to(path).as_posix()}
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    ]
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class StageRun:
+    """The active run of a stage; a disabled one (non-main process) ignores every call."""
+
+    def __init__(self, run_id: str | None):
+        self.run_id = run_id
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self.run_id:
+            import mlflow
+
+            plain = {k: float(v) for k, v in metrics.items() if _is_number(v)}
+            mlflow.log_metrics(plain, step=step)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if self.run_id:
+            import mlflow
+
+            if Path(path).is_dir():
+                mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+            else:
+                mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.run_id:
+            import mlflow
+
+            mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def close_orphans(experiment_id: str, stage: str) -> None:
+    """Mark runs of ``stage`` still RUNNING as KILLED: their process died without a word
+    (``kill -9``, power loss), and the rerun that resumes from the checkpoint replaces them."""
+    import mlflow
+
+    orphans = mlflow.search_runs(
+        [experiment_id],
+        filter_string=f"tags.stage = '{stage}' and attributes.status = 'RUNNING'",
+        output_format="list",
+    )
+    for orphan in orphans:
+        log.warning("marking orphaned run %s of %s as KILLED", orphan.info.run_id, stage)
+        mlflow.MlflowClient().set_terminated(orphan.info.run_id, status="KILLED")
+
+
+@contextmanager
+def stage_run(
+    stage: str,
+    experiment: str,
+    params: Any,
+    inputs: Mapping[str, Path] | None = None,
+    tags: Mapping[str, Any] | None = None,
+    enabled: bool = True,
+) -> Iterator[StageRun]:
+    """One MLflow run named after the DVC stage; marked FAILED if the body raises."""
+    if not enabled:
+        yield StageRun(None)
+        return
+    import mlflow
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        experiment_id = ensure_experiment(experiment, uri)
+        mlflow.set_experiment(experiment_id=experiment_id)
+    except Exception as e:  # the store's own errors vary by backend; name the URI either way
+        raise InputError(f"MLflow tracking store {uri!r} is not reachable: {e}") from e
+    close_orphans(experiment_id, stage)
+    digests = {name: dvc_md5(path) for name, path in (inputs or {}).items()}
+    all_tags = {"stage": stage, "git_commit": git_commit()}
+    all_tags |= {f"data_md5.{name}": digest for name, digest in digests.items()}
+    all_tags |= {k: str(v) for k, v in (tags or {}).items()}
+    with mlflow.start_run(run_name=stage, tags=all_tags) as run:
+        flat = flatten(params)
+        items = list(flat.items())
+        for start in range(0, len(items), 100):  # MLflow accepts 100 params per batch
+            mlflow.log_params(dict(items[start : start + 100]))
+        for name, path in (inputs or {}).items():
+            source = LocalArtifactDatasetSource(str(Path(path).resolve()))
+            mlflow.log_input(MetaDataset(source, name=name, digest=digests[name]), context=name)
+        log.info("MLflow run %s (%s) in %s", run.info.run_id, stage, uri)
+        yield StageRun(run.info.run_id)

@@ -1,0 +1,1 @@
+"""Training: the one Accelerate loop, its objectives and the cached tensor datasets."""

@@ -1,0 +1,60 @@
+"""Image-text tensors decoded once: training reads uint8 tensors, never PIL, per step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from medran.data.errors import DataError
+
+
+def load_images(paths: Sequence[Path], size: int) -> torch.Tensor:
+    """Decode RGB images into one uint8 tensor (N, 3, size, size), resizing if needed."""
+
+    def decode(path: Path) -> np.ndarray:
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+                if img.size != (size, size):
+                    img = img.resize((size, size), Image.Resampling.BICUBIC)
+                return np.asarray(img, dtype=np.uint8)
+        except OSError as e:
+            raise DataError(f"image {path} cannot be decoded ({e})") from e
+
+    if not paths:
+        return torch.empty(0, 3, size, size, dtype=torch.uint8)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        arrays = list(pool.map(decode, paths))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+class ImageTextTensors(Dataset):
+    """Pairs of (image in [0, 1], caption tokens); images kept as uint8 to save memory."""
+
+    def __init__(self, images: torch.Tensor, tokens: torch.Tensor):
+        if len(images) != len(tokens):
+            raise ValueError(f"{len(images)} images but {len(tokens)} captions")
+        self.images, self.tokens = images, tokens
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index].float().div_(255.0), self.tokens[index]
+
+
+def image_text_tensors(
+    paths: Sequence[Path],
+    captions: Sequence[str],
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    size: int,
+) -> ImageTextTensors:
+    if len(paths) == 0:
+        raise DataError("no image-caption pairs to train on (empty manifest)")
+    return ImageTextTensors(load_images(paths, size), tokenizer(list(captions)))

@@ -1,0 +1,66 @@
+"""The one training loop: learns, checkpoints, and resumes to the same result after a crash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from medran.training.loop import LoopConfig, make_accelerator, train, warmup_cosine
+
+CFG = LoopConfig(epochs=3, batch_size=8, lr=0.05, weight_decay=0.0, warmup_steps=2, seed=0)
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def problem() -> tuple[nn.Module, TensorDataset]:
+    torch.manual_seed(0)
+    x = torch.randn(64, 5)
+    y = (x @ torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0]) > 0).long()
+    return nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 2)), TensorDataset(x, y)
+
+
+def objective(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    x, y = batch
+    return {"loss": nn.functional.cross_entropy(model(x), y)}
+
+
+def fit(checkpoint_dir: Path | None, crash_at: int | None = None, **changes) -> nn.Module:
+    model, data = problem()
+    losses = []
+
+    def on_step(step: int, values: dict[str, float]) -> None:
+        losses.append(values["loss"])
+        if step == crash_at:
+            raise Crash(step)
+
+    cfg = LoopConfig(**{**CFG.__dict__, **changes})
+    trained = train(
+        make_accelerator(cpu=True), model, data, objective, cfg, checkpoint_dir, on_step
+    )
+    trained.losses = losses
+    return trained
+
+
+def test_loss_decreases_and_schedule_warms_up() -> None:
+    model = fit(None)
+    assert len(model.losses) == 3 * 8
+    assert sum(model.losses[-4:]) < sum(model.losses[:4])
+    factor = warmup_cosine(2, 10)
+    assert [round(factor(s), 3) for s in (0, 1, 2, 10)] == [0.5, 1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("crash_at", [8, 13])  # at an epoch boundary, and mid-epoch
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path: Path, crash_at: int) -> None:
+    reference = fit(tmp_path / "ref", checkpoint_every_steps=1)
+    with pytest.raises(Crash):
+        fit(tmp_path / "ckpt", crash_at=crash_at, checkpoint_every_steps=1)
+    resumed = fit(tmp_path / "ckpt", checkpoint_every_steps=1)
+    assert len(resumed.losses) == 24 - crash_at + 1  # the crashed step was not checkpointed
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)

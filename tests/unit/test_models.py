@@ -1,0 +1,55 @@
+"""The open_clip factory: names checked up front, local-dir export and load, the wrapper."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from medran.errors import InputError
+from medran.models.factory import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    check_model_name,
+    create_clip,
+    load_local_dir,
+    save_local_dir,
+)
+from medran.models.wrappers import ImageEncoder
+
+
+def test_unknown_model_lists_close_matches() -> None:
+    with pytest.raises(InputError, match=r"unknown open_clip model 'ViT-B-23'.*ViT-B-32"):
+        check_model_name("ViT-B-23")
+
+
+def test_local_dir_without_weights_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / CONFIG_FILE).write_text(json.dumps({"model_cfg": {}}))
+    with pytest.raises(InputError, match=r"no weights \(\*\.safetensors\)"):
+        check_model_name(f"local-dir:{tmp_path}")
+    with pytest.raises(InputError, match="does not exist"):
+        check_model_name(f"local-dir:{tmp_path / 'missing'}")
+
+
+def test_tiny_config_is_registered_and_round_trips(tmp_path: Path) -> None:
+    clip = create_clip("medran-tiny", seed=0)
+    assert clip.image_size == 64 and clip.context_length == 32
+    save_local_dir(clip, tmp_path / "m", extra={"role": "test"})
+    assert (tmp_path / "m" / WEIGHTS_FILE).is_file()
+    loaded = load_local_dir(tmp_path / "m")
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        a = ImageEncoder(clip).eval()(images)
+        b = ImageEncoder(loaded).eval()(images)
+    torch.testing.assert_close(a, b)
+    tokens = loaded.tokenizer()(["chest x-ray"])
+    assert tokens.shape == (1, 32)
+
+
+def test_image_encoder_normalises_and_resizes_inside() -> None:
+    encoder = ImageEncoder(create_clip("medran-tiny", seed=0)).eval()
+    features = encoder(torch.rand(3, 3, 48, 48, requires_grad=True))
+    assert features.shape == (3, 64)
+    torch.testing.assert_close(features.norm(dim=-1), torch.ones(3))
