@@ -113,6 +113,14 @@ class PrepareDataParams(Section):
         return value
 
 
+def _check_model(value: str) -> str:
+    """An open_clip name, ``hf-hub:`` id or ``local-dir:`` folder that can be resolved."""
+    from medran.models.factory import check_model_name
+
+    check_model_name(value)
+    return value
+
+
 class TrainSurrogateParams(Section):
     """The attack's encoder f_phi, and the black-box encoder of the retrieval captioner."""
 
@@ -130,13 +138,7 @@ class TrainSurrogateParams(Section):
     warmup_steps: int = Field(10, ge=0)
     seed: int = Field(0, ge=0)
 
-    @field_validator("model", "captioner_model")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        from medran.models.factory import check_model_name
-
-        check_model_name(value)
-        return value
+    _known_model = field_validator("model", "captioner_model")(_check_model)
 
 
 PAIRING_RULES = ("different_body_part", "random")
@@ -221,13 +223,7 @@ class PretrainParams(Section):
     checkpoint_every_steps: int = Field(0, ge=0)  # 0: checkpoint at each epoch end only
     seed: int = Field(0, ge=0)
 
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        from medran.models.factory import check_model_name
-
-        check_model_name(value)
-        return value
+    _known_model = field_validator("model")(_check_model)
 
     @model_validator(mode="after")
     def _divisible_batch(self) -> PretrainParams:

@@ -15,16 +15,19 @@ SMALL = SynthesizeParams(
 )
 
 
+# The synthetic corpus' layouts, relative to a data root that holds ``raw/``.
+SOURCES = {
+    "upstream": {"format": "rocov2_csv", "path": "raw/rocov2"},
+    "targets": {"format": "medicat_jsonl", "path": "raw/medicat"},
+    "cls": {"format": "chestxray14_csv", "path": "raw/chestxray14"},
+    "vqa": {"format": "vqarad_json", "path": "raw/vqarad"},
+}
+
+
 def make_data_root(root: Path, synth: SynthesizeParams = SMALL, image_size: int = 64) -> Path:
     """``root/raw`` in the real layouts, ``root/prepared`` as prepare_data writes it."""
     synthesize.run(synth, root / "raw")
-    sources = {
-        "upstream": {"format": "rocov2_csv", "path": "raw/rocov2"},
-        "targets": {"format": "medicat_jsonl", "path": "raw/medicat"},
-        "cls": {"format": "chestxray14_csv", "path": "raw/chestxray14"},
-        "vqa": {"format": "vqarad_json", "path": "raw/vqarad"},
-    }
-    params = PrepareDataParams.model_validate({"image_size": image_size, "sources": sources})
+    params = PrepareDataParams.model_validate({"image_size": image_size, "sources": SOURCES})
     prepare_data.run(params, root, root / layout.PREPARED, seed=0)
     return root
 

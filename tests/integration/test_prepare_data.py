@@ -15,16 +15,11 @@ from medran.data.errors import DataError
 from medran.data.manifest import columns_for
 from medran.params import ROLE_KIND, PrepareDataParams, SynthesizeParams
 from medran.pipeline import prepare_data, synthesize
+from tests.integration.conftest import SOURCES
 
 SMALL = SynthesizeParams(
     n_upstream=40, n_targets=20, n_cls_patients=20, max_followups=2, n_vqa_images=15
 )
-SOURCES = {
-    "upstream": {"format": "rocov2_csv", "path": "raw/rocov2"},
-    "targets": {"format": "medicat_jsonl", "path": "raw/medicat"},
-    "cls": {"format": "chestxray14_csv", "path": "raw/chestxray14"},
-    "vqa": {"format": "vqarad_json", "path": "raw/vqarad"},
-}
 
 
 @pytest.fixture(scope="module")

@@ -30,18 +30,13 @@ from medran.data.manifest import (
     read_manifest,
 )
 from medran.params import Params, SynthesizeParams, parse_params
-from medran.pipeline import prepare_data, synthesize, validate_data
+from medran.pipeline import validate_data
 from medran.quality.gx import QualityGateError
+from tests.integration.conftest import SOURCES, make_data_root
 
 SMALL = SynthesizeParams(
     n_upstream=40, n_targets=20, n_cls_patients=20, max_followups=2, n_vqa_images=15
 )
-SOURCES = {
-    "upstream": {"format": "rocov2_csv", "path": "raw/rocov2"},
-    "targets": {"format": "medicat_jsonl", "path": "raw/medicat"},
-    "cls": {"format": "chestxray14_csv", "path": "raw/chestxray14"},
-    "vqa": {"format": "vqarad_json", "path": "raw/vqarad"},
-}
 LEVELS = [0.0, 0.1, 0.3]
 EPS = 8
 IMAGES = layout.ATTACK_IMAGES / "manifest.parquet"
@@ -146,10 +141,7 @@ def write_noisy(root: Path, order: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def valid_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = tmp_path_factory.mktemp("project")
-    synthesize.run(SMALL, project / "raw")
-    root = project / "data"
-    prepare_data.run(gate_params().prepare_data, project, root / "prepared", seed=0)
+    root = make_data_root(tmp_path_factory.mktemp("project") / "data", SMALL, image_size=32)
     upstream = read_manifest(root / "prepared", "upstream")
     order = attack_order(upstream.loc[upstream["split"] == "train", "id"], seed=0)
     write_attacks(root, order)

@@ -38,6 +38,17 @@ def write_manifest(frame: pd.DataFrame, root: Path, role: str, kind: str) -> Pat
     return path
 
 
+def read_table(path: Path, columns: tuple[str, ...], stage: str) -> pd.DataFrame:
+    """Read a manifest written by ``stage``; a missing file or column fails naming it."""
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; run the {stage} stage first")
+    frame = pd.read_parquet(path)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path} lacks columns {missing}; a {stage} manifest has {list(columns)}")
+    return frame.reset_index(drop=True)
+
+
 def read_manifest(root: Path, role: str) -> pd.DataFrame:
     path = manifest_path(root, role)
     if not path.is_file():

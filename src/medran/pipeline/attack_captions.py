@@ -27,7 +27,7 @@ from medran.attacks.captions.captioner import RETRIEVAL
 from medran.attacks.captions.llm import REJECTIONS
 from medran.attacks.lexicon import body_part_of
 from medran.data.errors import DataError
-from medran.data.manifest import ADV_CAPTION_COLUMNS, read_manifest
+from medran.data.manifest import ADV_CAPTION_COLUMNS, read_manifest, read_table
 from medran.params import AttackCaptionsParams
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,7 @@ assert tuple(SCHEMA.names) == ADV_CAPTION_COLUMNS
 def read_jobs(data_root: Path) -> tuple[list[CaptionJob], pd.DataFrame, pd.DataFrame]:
     """One job per attacked id (sorted), and the prepared upstream and target manifests."""
     path = data_root / layout.ATTACK_IMAGES / MANIFEST
-    if not path.is_file():
-        raise DataError(f"attack manifest {path} does not exist; run attack_images first")
-    attacks = pd.read_parquet(path)
-    missing = [c for c in NEEDED if c not in attacks.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}")
+    attacks = read_table(path, NEEDED, "attack_images")
     duplicated = sorted(set(attacks["id"][attacks["id"].duplicated()]))
     if duplicated:
         raise DataError(f"{path}: duplicate id(s) {duplicated[:10]}")

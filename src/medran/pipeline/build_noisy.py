@@ -17,7 +17,13 @@ import pandas as pd
 from medran import layout
 from medran.attacks.selection import n_replaced
 from medran.data.errors import DataError
-from medran.data.manifest import NOISY_COLUMNS, read_manifest
+from medran.data.manifest import (
+    ADV_CAPTION_COLUMNS,
+    ADV_IMAGE_COLUMNS,
+    NOISY_COLUMNS,
+    read_manifest,
+    read_table,
+)
 from medran.params import BuildNoisyParams
 
 # caption choice -> column of the joined frame that holds it
@@ -71,8 +77,14 @@ def noisy_manifest(
 
 def run(params: BuildNoisyParams, level: float, data_root: Path, out_dir: Path) -> dict:
     upstream = read_manifest(data_root / layout.PREPARED, "upstream")
-    attacks = pd.read_parquet(data_root / layout.ATTACK_IMAGES / "manifest.parquet")
-    captions = pd.read_parquet(data_root / layout.ATTACK_CAPTIONS / "manifest.parquet")
+    attacks = read_table(
+        data_root / layout.ATTACK_IMAGES / "manifest.parquet", ADV_IMAGE_COLUMNS, "attack_images"
+    )
+    captions = read_table(
+        data_root / layout.ATTACK_CAPTIONS / "manifest.parquet",
+        ADV_CAPTION_COLUMNS,
+        "attack_captions",
+    )
     captions = captions.rename(columns={"clean_caption": "_clean"})
     frame = noisy_manifest(upstream, attacks, captions, level, params.caption)
 

@@ -20,8 +20,7 @@ import pandas as pd
 from medran import layout
 from medran.attacks.lexicon import body_part_of
 from medran.attacks.selection import attack_order, n_replaced
-from medran.data.errors import DataError
-from medran.data.manifest import ADV_CAPTION_COLUMNS, ADV_IMAGE_COLUMNS, read_manifest
+from medran.data.manifest import ADV_CAPTION_COLUMNS, ADV_IMAGE_COLUMNS, read_manifest, read_table
 from medran.params import Params
 from medran.quality.gx import Expect, TableCheck
 from medran.quality.images import image_facts, linf_distance
@@ -67,17 +66,6 @@ def confined(path: Any) -> bool:
     if not isinstance(path, str) or not path or path.startswith("/") or "\\" in path:
         return False
     return ".." not in PurePosixPath(path).parts
-
-
-def read_table(path: Path, columns: tuple[str, ...], stage: str) -> pd.DataFrame:
-    """Read a manifest written by ``stage``; a missing file or column fails naming it."""
-    if not path.is_file():
-        raise DataError(f"{path} does not exist; run the {stage} stage first")
-    frame = pd.read_parquet(path)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path} lacks columns {missing}; a {stage} manifest has {list(columns)}")
-    return frame.reset_index(drop=True)
 
 
 def prepared_table(data_root: Path, role: str) -> pd.DataFrame:

@@ -17,7 +17,13 @@ import pandas as pd
 
 from medran import layout
 from medran.attacks.selection import n_replaced
-from medran.data.manifest import ADV_CAPTION_COLUMNS, ADV_IMAGE_COLUMNS, NOISY_COLUMNS, SPLITS
+from medran.data.manifest import (
+    ADV_CAPTION_COLUMNS,
+    ADV_IMAGE_COLUMNS,
+    NOISY_COLUMNS,
+    SPLITS,
+    read_table,
+)
 from medran.params import Params
 from medran.quality.adversarial import (
     MANIFEST,
@@ -28,7 +34,6 @@ from medran.quality.adversarial import (
     masked,
     not_null,
     prepared_table,
-    read_table,
     schema,
 )
 from medran.quality.gx import Expect, TableCheck
