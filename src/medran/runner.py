@@ -19,11 +19,11 @@ from medran.errors import InputError
 
 
 def setup_logging() -> None:
+    """Our own loggers at ``MEDRAN_LOG_LEVEL`` (INFO); libraries only warn. open_clip and
+    Great Expectations log chatty INFO lines, some on the root logger."""
     level = os.environ.get("MEDRAN_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # Libraries that log at INFO on import or per call would drown the stage's own lines.
-    for noisy in ("great_expectations", "urllib3", "filelock", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("medran").setLevel(level)
 
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,9 +102,23 @@ def create_clip(name: str, pretrained: str | None = None, seed: int | None = Non
     check_model_name(name)
     if seed is not None:
         torch.manual_seed(seed)
-    model = open_clip.create_model(name, pretrained=pretrained or None, output_dict=True)
+    # open_clip warns "No pretrained weights loaded" for every deliberate random init.
+    random_init = not pretrained and not name.startswith((LOCAL, HUB))
+    with _root_level(logging.ERROR if random_init else logging.getLogger().level):
+        model = open_clip.create_model(name, pretrained=pretrained or None, output_dict=True)
     cfg = model_config(name) if not name.startswith(HUB) else _hub_config(name)
     return ClipModel(model, cfg, name, dict(get_model_preprocess_cfg(model)))
+
+
+@contextmanager
+def _root_level(level: int) -> Iterator[None]:
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
 
 
 def _hub_config(name: str) -> dict[str, Any]:
