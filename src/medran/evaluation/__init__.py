@@ -1,0 +1,1 @@
+"""Evaluation: retrieval and zero-shot metrics, task metrics, robust evaluation."""

@@ -1,0 +1,258 @@
+"""White-box PGD/FGSM and robust metrics on a small trained linear model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import pairwise
+from typing import NamedTuple
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from medran.errors import InputError
+from medran.evaluation import robust
+from medran.evaluation.pgd import eval_mode, fgsm, per_example_loss, pgd
+from medran.evaluation.robust import default_correct, multilabel_predict, robust_metrics
+from medran.models.wrappers import Normalize
+
+EPS_LIST = [1, 2, 4, 8]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    # Tiny ops: thread start-up and contention with other jobs cost more than the work.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def data(n: int, seed: int, size: int = 8, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class patterns weak enough that robust accuracy falls over 1-8/255 (not trivial)."""
+    patterns = torch.randn(classes, 3, size, size, generator=torch.Generator().manual_seed(99))
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, classes, (n,), generator=g)
+    x = 0.5 + 0.03 * patterns[y] + 0.1 * torch.randn(n, 3, size, size, generator=g)
+    return x.clamp(0, 1), y
+
+
+def train(net: nn.Module, lr: float, steps: int = 200) -> nn.Module:
+    x, y = data(400, 0)
+    # Plain gradient descent: building a torch.optim optimizer costs seconds of imports.
+    for _ in range(steps):
+        net.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        with torch.no_grad():
+            for p in net.parameters():
+                p -= lr * p.grad
+    return net.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return train(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3)), lr=2.0)
+
+
+@pytest.fixture(scope="module")
+def mlp() -> nn.Module:
+    """A non-linear model, normalising inside as the real wrappers do."""
+    torch.manual_seed(1)
+    layers = [nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 3)]
+    return train(nn.Sequential(Normalize((0.5,) * 3, (0.1,) * 3), *layers), lr=0.05)
+
+
+@pytest.fixture(scope="module")
+def test_set() -> tuple[torch.Tensor, torch.Tensor]:
+    return data(200, 1)
+
+
+class Quantised(nn.Module):
+    """Gradient masking by construction: rounding to uint8 levels has a zero gradient."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.round(x * 255) / 255)
+
+
+def reference_pgd(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int
+) -> torch.Tensor:
+    """Textbook PGD (Madry et al.), written independently of the library."""
+    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1).detach()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(net(x_adv), y), x_adv)
+        x_adv = x_adv.detach() + alpha * grad.sign()
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    return x_adv
+
+
+def test_adversarial_images_stay_in_budget_and_pixel_range(model: nn.Module) -> None:
+    x, y = data(16, 2)
+    x[:, :, :2] = 0.0  # extreme pixels, where the ball is cut by [0, 1]
+    x[:, :, -2:] = 1.0
+    eps = 8 / 255
+    for adv in (
+        pgd(model, F.cross_entropy, x, y, eps, 2 / 255, 10),
+        fgsm(model, F.cross_entropy, x, y, eps),
+    ):
+        assert adv.min() >= 0 and adv.max() <= 1
+        assert (adv - x).abs().max() <= eps + 1e-6
+        assert not adv.requires_grad
+
+
+def test_pgd_loss_beats_fgsm_beats_clean(model: nn.Module, test_set: tuple) -> None:
+    x, y = test_set
+    eps = 4 / 255
+    clean = F.cross_entropy(model(x), y)
+    after_fgsm = F.cross_entropy(model(fgsm(model, F.cross_entropy, x, y, eps)), y)
+    after_pgd = F.cross_entropy(model(pgd(model, F.cross_entropy, x, y, eps, eps / 4, 10)), y)
+    assert after_pgd >= after_fgsm > clean
+
+
+def test_restarts_keep_the_highest_loss_per_example(model: nn.Module) -> None:
+    x, y = data(32, 3)
+    losses = []
+    for restarts in (1, 3):
+        g = torch.Generator().manual_seed(5)  # restart 1 of 3 is the single run
+        adv = pgd(
+            model, F.cross_entropy, x, y, 2 / 255, 0.5 / 255, 2, restarts=restarts, generator=g
+        )
+        losses.append(per_example_loss(F.cross_entropy, model(adv), y))
+    assert torch.all(losses[1] >= losses[0] - 1e-6)
+    assert torch.any(losses[1] > losses[0])
+
+
+def test_robust_accuracy_falls_with_eps_to_zero_and_checks_pass(
+    model: nn.Module, test_set: tuple
+) -> None:
+    x, y = test_set
+    report = robust_metrics(
+        model,
+        [{"images": x[:100], "targets": y[:100]}, {"images": x[100:], "targets": y[100:]}],
+        F.cross_entropy,
+        EPS_LIST,
+    )
+    curve = [report.robust_accuracy[e] for e in [*EPS_LIST, 32]]
+    assert report.clean_accuracy > 0.85 and report.n == 200
+    assert curve[0] > curve[-2] + 0.3  # the benchmark is not trivial either way
+    assert all(b <= a for a, b in pairwise(curve))
+    assert curve[-1] <= 0.02
+    assert report.attack_success_rate[32] == 1.0
+    assert all(report.checks.values()) and not report.gradient_masking_suspected
+    metrics = report.as_metrics()
+    assert metrics["robust_accuracy_eps8"] == report.robust_accuracy[8]
+    assert metrics["gradient_masking_suspected"] == 0.0
+    assert all(isinstance(v, float) for v in metrics.values())
+
+
+@pytest.mark.parametrize("name", ["model", "mlp"])
+def test_matches_an_independent_reference_pgd_within_one_point(
+    name: str, test_set: tuple, request: pytest.FixtureRequest
+) -> None:
+    net = request.getfixturevalue(name)
+    x, y = test_set
+    batches = [{"images": x, "targets": y}]
+    report = robust_metrics(net, batches, F.cross_entropy, EPS_LIST, steps=10, step_fraction=0.25)
+    torch.manual_seed(0)  # the same seed as robust_metrics' own (seed=0)
+    for eps in EPS_LIST:
+        adv = reference_pgd(net, x, y, eps / 255, 0.25 * eps / 255, 10)
+        reference = (net(adv).argmax(dim=1) == y).float().mean().item()
+        assert abs(report.robust_accuracy[eps] - reference) <= 0.01, eps
+    assert report.robust_accuracy[8] < report.clean_accuracy - 0.5  # a real attack
+
+
+def test_masking_checks_fire_on_a_quantising_model(model: nn.Module, test_set: tuple) -> None:
+    x, y = test_set
+    report = robust_metrics(
+        Quantised(model), [{"images": x, "targets": y}], F.cross_entropy, EPS_LIST
+    )
+    assert report.gradient_masking_suspected
+    assert not report.checks["near_zero_at_large_eps"]
+    assert report.robust_accuracy[8] == report.clean_accuracy  # the attack never moved
+
+
+def test_each_check_fires_on_its_own_symptom() -> None:
+    eps = [1.0, 8.0, 32.0]
+
+    def checks(pgd_right: list[int], fgsm_right: list[int]) -> dict[str, bool]:
+        """100 examples, 90 right on clean; counts still right per eps."""
+        pgd_counts = dict(zip(eps, pgd_right, strict=True))
+        fgsm_counts = dict(zip(eps, fgsm_right, strict=True))
+        return robust._report(100, 90, pgd_counts, fgsm_counts, 32.0, 0.1, 0.02).checks
+
+    assert all(checks([80, 40, 0], [85, 50, 5]).values())
+    assert not checks([40, 80, 0], [85, 85, 5])["monotonic"]
+    assert not checks([80, 40, 30], [85, 50, 40])["near_zero_at_large_eps"]
+    assert not checks([80, 40, 0], [60, 30, 0])["pgd_at_least_fgsm"]
+
+
+def test_non_positive_eps_fails_before_any_work() -> None:
+    calls = []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return x.flatten(1)[:, :3]
+
+    x, y = data(4, 0)
+    with pytest.raises(InputError, match="eps"):
+        pgd(forward, F.cross_entropy, x, y, 0.0, 1 / 255, 5)
+    with pytest.raises(InputError, match="eps"):
+        fgsm(forward, F.cross_entropy, x, y, -1 / 255)
+    net = nn.Linear(1, 1)
+    net.forward = forward
+    with pytest.raises(InputError, match="eps"):
+        robust_metrics(net, [{"images": x, "targets": y}], F.cross_entropy, [0, 4])
+    assert not calls
+
+
+class Context(NamedTuple):
+    """Question tokens and their mask, as VQA batches carry them."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+
+
+def test_multilabel_exact_match_and_context_batches() -> None:
+    class WithContext(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3 * 8 * 8, 4)
+
+        def forward(self, images: torch.Tensor, context: Context) -> torch.Tensor:
+            question = (context.tokens * context.mask.unsqueeze(-1)).sum(dim=1)
+            return self.fc(images.flatten(1)) + question
+
+    torch.manual_seed(0)
+    net = WithContext()
+    x, _ = data(24, 4)
+    context = Context(torch.randn(24, 5, 4), torch.rand(24, 5) > 0.3)
+    with torch.no_grad():
+        targets = (net(x, context) > 0).float()
+    targets[:4] = 1 - targets[:4]  # four examples start wrong: never attacked, never robust
+    report = robust_metrics(
+        net,
+        [{"images": x, "targets": targets, "context": context}],
+        F.binary_cross_entropy_with_logits,
+        [1, 8],
+        predict=multilabel_predict,
+    )
+    assert report.clean_accuracy == pytest.approx(20 / 24)
+    assert report.robust_accuracy[32] < report.robust_accuracy[1] <= 20 / 24
+    one_label_wrong = default_correct(torch.tensor([[True, False]]), torch.tensor([[1.0, 1.0]]))
+    assert one_label_wrong.tolist() == [False]  # exact match
+
+
+def test_eval_mode_restores_each_module_flag() -> None:
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2), nn.Dropout())
+    net.train()
+    net[0].eval()  # e.g. a frozen encoder its owner keeps in eval mode
+    with eval_mode(net):
+        assert not any(m.training for m in net.modules())
+    assert [m.training for m in net.modules()] == [True, False, True, True]
