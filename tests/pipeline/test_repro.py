@@ -86,6 +86,8 @@ def test_param_changes_touch_only_their_own_stages(repo_copy: Repo) -> None:
             {f"build_noisy@{p}" for p in LEVELS} | {"validate_data@noisy"},
         ),
         ("train_surrogate", "epochs", 1, {"train_surrogate"}),
+        ("pretrain", "lr", 0.001, {f"pretrain@{p}" for p in LEVELS}),
+        ("eval_upstream", "batch_size", 64, {f"eval_upstream@{p}" for p in LEVELS}),
         ("synthesize", "pixel_noise", 0.07, {"synthesize"}),
     ]
     for section, key, value, expected in cases:
@@ -100,7 +102,8 @@ def test_new_noise_level_adds_only_its_own_branch(repo_copy: Repo) -> None:
     params["noise_levels"].append(0.4)
     repo_copy.set_params(params)
     # The noisy gate reruns too: it checks nesting across all levels.
-    assert ran(repo_copy.repro().stdout) == {"build_noisy@0.4", "validate_data@noisy"}
+    new_branch = {"build_noisy@0.4", "pretrain@0.4", "eval_upstream@0.4"}
+    assert ran(repo_copy.repro().stdout) == new_branch | {"validate_data@noisy"}
 
 
 def test_same_seed_gives_byte_identical_datasets(repo_copy: Repo) -> None:
@@ -154,3 +157,26 @@ def test_flipped_adversarial_flag_fails_the_noisy_gate_naming_the_row(repo_copy:
     result = repo_copy.repro("--single-item", "validate_data@noisy", check=False)
     assert result.returncode != 0
     assert frame.loc[victim, "id"] in result.stderr + result.stdout
+
+
+def test_one_pretrain_run_per_level_linked_to_its_data_version(built_repo: Repo) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{built_repo.path / 'mlflow.db'}")
+    runs = mlflow.search_runs(
+        experiment_names=["medran"], filter_string="tags.stage LIKE 'pretrain@%'"
+    )
+    assert sorted(runs["tags.noise_level"]) == sorted(LEVELS)
+    assert set(runs["status"]) == {"FINISHED"}
+    lock = built_repo.lock()["stages"]
+    for _, run in runs.iterrows():
+        level = run["tags.noise_level"]
+        noisy_md5 = next(o["md5"] for o in lock[f"build_noisy@{level}"]["outs"])
+        assert run["tags.data_md5.noisy"] == noisy_md5, level
+    filtered = mlflow.search_runs(
+        experiment_names=["medran"], filter_string="tags.noise_level = '0.1'"
+    )
+    assert set(filtered["tags.stage"]) == {"pretrain@0.1", "eval_upstream@0.1"}
+    evals = filtered[filtered["tags.stage"] == "eval_upstream@0.1"].iloc[0]
+    pretrain_run = runs[runs["tags.noise_level"] == "0.1"].iloc[0]
+    assert evals["tags.upstream_run_id"] == pretrain_run["run_id"]

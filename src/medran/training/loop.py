@@ -99,7 +99,7 @@ def _resume(accelerator: Accelerator, checkpoint_dir: Path | None) -> dict[str, 
         return {"epoch": 0, "batch": 0, "step": 0}
     accelerator.load_state(str(latest))
     progress = json.loads((latest / "progress.json").read_text())
-    log.info("resumed from %s at %s", latest, progress)
+    log.warning("resumed from %s at %s", latest, progress)
     return progress
 
 
@@ -127,12 +127,16 @@ def train(
     # The schedule counts optimizer updates; it is stepped by hand (not prepared) so it
     # advances once per update whatever the process count.
     total = cfg.epochs * max(1, math.ceil(len(loader) / cfg.grad_accum_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_steps, total))
-    accelerator.register_for_checkpointing(scheduler)
+    schedule = warmup_cosine(cfg.warmup_steps, total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     if checkpoint_dir:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     progress = _resume(accelerator, checkpoint_dir)
     step = progress["step"]
+    if step:
+        # Rebuilt from the step count rather than registered for checkpointing: Accelerate
+        # would unpickle a registered object with weights_only=False.
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule, last_epoch=step - 1)
 
     for epoch in range(progress["epoch"], cfg.epochs):
         model.train()
@@ -173,4 +177,18 @@ def train(
             _save(accelerator, checkpoint_dir, {"epoch": epoch + 1, "batch": 0, "step": step})
         if on_epoch:
             on_epoch(epoch + 1, {f"epoch_{k}": v / max(1, n_batches) for k, v in totals.items()})
-    return accelerator.unwrap_model(model)
+    model = accelerator.unwrap_model(model)
+    check_ranks_in_sync(accelerator, model)
+    return model
+
+
+def check_ranks_in_sync(accelerator: Accelerator, model: nn.Module) -> None:
+    """Every process must end with the same weights; otherwise the ranks trained separate
+    copies (e.g. a launcher that did not set up DDP) and the export would be one of them."""
+    if accelerator.num_processes == 1:
+        return
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
+    gathered = accelerator.gather(checksum.reshape(1).to(accelerator.device))
+    if not torch.allclose(gathered, gathered[0].expand_as(gathered), rtol=1e-9, atol=0.0):
+        raise RuntimeError(f"ranks ended with different weights: checksums {gathered.tolist()}")
+    log.info("%d ranks in sync (weight checksum %.6f)", accelerator.num_processes, checksum)
