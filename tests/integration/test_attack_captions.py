@@ -36,16 +36,6 @@ FORMATS = {"upstream": "rocov2_csv", "targets": "medicat_jsonl", "cls": "chestxr
 EXPERIMENT = "medran-test"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the
-    thread pool's synchronisation makes each 32-wide matmul take milliseconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_hf.save_causal_lm(tmp_path_factory.mktemp("llm"))

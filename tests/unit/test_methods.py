@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -16,15 +14,6 @@ from medran.methods.rectifier import Rectifier
 from medran.methods.regularizers import covariance_term, mse_term, singular_value_term
 
 DIM, CLASSES, SIZE = 8, 3, 8
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny ops: thread start-up and contention with other jobs cost more than the work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Encoder(nn.Module):

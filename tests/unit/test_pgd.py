@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from itertools import pairwise
 from typing import NamedTuple
 
@@ -18,15 +17,6 @@ from medran.evaluation.robust import default_correct, multilabel_predict, robust
 from medran.models.wrappers import Normalize
 
 EPS_LIST = [1, 2, 4, 8]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny ops: thread start-up and contention with other jobs cost more than the work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def data(n: int, seed: int, size: int = 8, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
