@@ -7,6 +7,8 @@ value and what is allowed.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -258,6 +260,186 @@ class EvalUpstreamParams(Section):
         return value
 
 
+def _distinct(key: str, value: list[Any]) -> list[Any]:
+    if len(set(value)) != len(value):
+        raise ValueError(f"{key} must be distinct, got {value}")
+    return value
+
+
+class MethodParams(Section):
+    """Optimiser settings of every method (``medran.methods.MethodConfig``, NMTune's)."""
+
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    warmup_steps: int = Field(0, ge=0)
+
+
+class NMTuneParams(MethodParams):
+    """``medran.methods.NMTuneConfig`` without ``head`` (shared: ``finetune.head``)."""
+
+    hidden_ratio: int = Field(4, ge=1)
+    scale_init: float = Field(0.1, ge=0.0)
+    w_mse: float = Field(1.0, ge=0.0)
+    w_cov: float = Field(0.04, ge=0.0)
+    w_svd: float = Field(0.001, ge=0.0)
+    k: int = Field(5, ge=1)
+
+
+class AttackParams(MethodParams):
+    """The training-time PGD of adversarial methods, in 1/255 pixel units."""
+
+    eps: float = Field(4.0, gt=0.0, le=255.0)
+    step_size: float = Field(2.0, gt=0.0, le=255.0)
+    steps: int = Field(5, ge=1)
+
+
+class RANParams(NMTuneParams, AttackParams):
+    """``medran.methods.RANConfig`` without ``head``; w_adv = w_rect = 0 is NMTune."""
+
+    w_adv: float = Field(1.0, ge=0.0)
+    w_rect: float = Field(1.0, ge=0.0)
+
+
+class AdvFTParams(AttackParams):
+    """``medran.methods.AdvFTConfig`` without ``head``."""
+
+    w_clean: float = Field(0.0, ge=0.0)
+
+
+class ClsTaskParams(Section):
+    """Options of the classification task (``medran.tasks.ClsTask``)."""
+
+    multi_label: Literal["auto"] | bool = "auto"
+    normalize_features: bool = True
+
+
+class CoAttentionParams(Section):
+    """The VQA co-attention head (``medran.models.coattention.CoAttentionHead``)."""
+
+    depth: int = Field(2, ge=1)
+    width: int = Field(256, ge=1)
+    heads: int = Field(4, ge=1)
+    mlp_ratio: float = Field(2.0, gt=0.0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _divisible(self) -> CoAttentionParams:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} must divide by heads {self.heads}")
+        return self
+
+
+class MlpHeadParams(Section):
+    """The ``mlp`` head (``medran.models.finetune.MLPHead``), alone or as VQA's classifier."""
+
+    hidden: int = Field(512, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class FinetuneParams(Section):
+    """Downstream fine-tuning (DESIGN §6): one DVC stage per level x task x method."""
+
+    tasks: list[str] = Field(default_factory=lambda: ["cls", "vqa"])
+    methods: list[str] = Field(default_factory=lambda: ["lp", "mlp", "nmtune", "ran", "advft"])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(16, ge=2)  # >= 2: the rectifier's BatchNorm needs a batch
+    eval_batch_size: int = Field(256, ge=1)  # feature encoding and clean evaluation
+    max_grad_norm: float = Field(1.0, ge=0.0)  # 0: no clipping
+    # The head of nmtune, ran and advft (lp is linear and mlp is mlp by definition).
+    head: str = "linear"
+    device: Literal["auto", "cpu"] = "auto"  # auto: a GPU when present
+    cls: ClsTaskParams = ClsTaskParams()
+    vqa: CoAttentionParams = CoAttentionParams()
+    mlp_head: MlpHeadParams = MlpHeadParams()
+    lp: MethodParams = MethodParams()
+    mlp: MethodParams = MethodParams()
+    nmtune: NMTuneParams = NMTuneParams()
+    ran: RANParams = RANParams()
+    advft: AdvFTParams = AdvFTParams()
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, value: list[str]) -> list[str]:
+        from medran.tasks import TASKS
+
+        check_choices("task", value, TASKS)
+        return _distinct("tasks", value)
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, value: list[str]) -> list[str]:
+        from medran.methods import METHODS
+
+        check_choices("method", value, METHODS)
+        return _distinct("methods", value)
+
+    @field_validator("head")
+    @classmethod
+    def _known_head(cls, value: str) -> str:
+        from medran.models.finetune import HEADS
+
+        if value not in HEADS:
+            raise ValueError(f"unknown head {value!r}; valid heads: {sorted(HEADS)}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int]) -> list[int]:
+        if not value or min(value) < 0:
+            raise ValueError(f"seeds must be a non-empty list of ints >= 0, got {value}")
+        return _distinct("seeds", value)
+
+    def method_config(self, method: str) -> dict[str, Any]:
+        """The overrides of ``method``'s config: its section, plus ``head`` where it has one."""
+        from medran.methods import METHODS
+
+        values = getattr(self, method).model_dump()
+        fields = {f.name for f in dataclasses.fields(METHODS[method].config_class)}
+        if "head" in fields:
+            values["head"] = self.head
+        return values
+
+
+class EvalRobustParams(Section):
+    """White-box PGD against each fine-tuned model (DESIGN §7); budgets in 1/255 units."""
+
+    eps: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
+    # Gradient-masking check: robust accuracy must be near zero at this budget.
+    large_eps: float = Field(32.0, gt=0.0, le=255.0)
+    steps: int = Field(5, ge=1)
+    step_fraction: float = Field(0.5, gt=0.0)  # PGD step = step_fraction x eps
+    restarts: int = Field(1, ge=1)
+    near_zero: float = Field(0.1, ge=0.0, le=1.0)
+    tolerance: float = Field(0.05, ge=0.0, le=1.0)
+    max_examples: int = Field(32, ge=1)  # test examples (rows) attacked per model
+    batch_size: int = Field(64, ge=1)
+    device: Literal["auto", "cpu"] = "auto"
+    seed: int = Field(0, ge=0)
+
+    @field_validator("eps")
+    @classmethod
+    def _eps(cls, value: list[float]) -> list[float]:
+        bad = [e for e in value if not 0.0 < e <= 255.0]
+        if bad or not value:
+            raise ValueError(
+                f"eps must be a non-empty list of budgets in (0, 255] (1/255 units); bad: {bad}"
+            )
+        return _distinct("eps", value)
+
+    @model_validator(mode="after")
+    def _budgets(self) -> EvalRobustParams:
+        if self.large_eps < max(self.eps):
+            raise ValueError(
+                f"large_eps {self.large_eps} must be >= the largest eps {max(self.eps)}"
+            )
+        if self.step_fraction * self.large_eps > 255.0:
+            raise ValueError(
+                f"step_fraction {self.step_fraction} x large_eps {self.large_eps} exceeds 255"
+            )
+        return self
+
+
 class Params(Section):
     seed: int = 0
     experiment: str = Field("medran", min_length=1)
@@ -271,6 +453,8 @@ class Params(Section):
     build_noisy: BuildNoisyParams = BuildNoisyParams()
     pretrain: PretrainParams = PretrainParams()
     eval_upstream: EvalUpstreamParams = EvalUpstreamParams()
+    finetune: FinetuneParams = FinetuneParams()
+    eval_robust: EvalRobustParams = EvalRobustParams()
 
     @field_validator("noise_levels")
     @classmethod
@@ -300,6 +484,15 @@ class Params(Section):
                 f"{'captioner' if caption == 'captioner' else 'rules or llm'}, got {backend!r}"
             )
         return self
+
+
+def check_choices(kind: str, values: Sequence[str], registry: Iterable[str]) -> None:
+    """Raise :class:`ParamsError` unless ``values`` is a non-empty list of names from
+    ``registry`` (e.g. a stage's task and method arguments), listing the valid names."""
+    valid = sorted(registry)
+    unknown = [v for v in values if v not in valid]
+    if unknown or not values:
+        raise ParamsError(f"unknown {kind} {unknown or values}; valid {kind}s: {valid}")
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -1,0 +1,106 @@
+"""A released fine-tuned model: its trainable weights and the config that rebuilds the rest.
+
+A fine-tuning run saves only what it trained (rectifier + head, ``trainable.safetensors``);
+the frozen encoder comes from the pre-trained model it started from. ``config.json`` carries
+everything else needed to rebuild the model (task and its options, method and its config,
+head options, the class vocabulary) and a hash of the encoder's weights, so loading against
+another pre-trained model, or against data whose vocabulary changed, fails with a clear
+message instead of silently mixing versions. ``run.json`` holds the MLflow run id.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from medran.data.errors import DataError
+from medran.errors import InputError
+from medran.methods import Method, get_method
+from medran.models.factory import ClipModel
+from medran.models.finetune import FineTuneModel
+from medran.tasks.base import Task
+from medran.tasks.features import weights_hash
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "trainable.safetensors"
+RUN_FILE = "run.json"
+FORMAT = 1
+
+
+def seed_dir(model_dir: Path, seed: int) -> Path:
+    """Where the model of ``seed`` lives inside a fine-tuning stage's output folder."""
+    return Path(model_dir) / f"seed-{seed}"
+
+
+def build_model(
+    task: Task, clip: ClipModel, method: Method, head_options: dict[str, Any]
+) -> FineTuneModel:
+    """The task's frozen encoder, the method's rectifier and a new head of the method's type.
+
+    Parameters are drawn from torch's global RNG: seed it first for a reproducible model.
+    """
+    encoder = task.build_encoder(clip)
+    head = task.build_head(method.head_type, encoder, clip, **head_options)
+    return FineTuneModel(encoder, head, method.build_rectifier(encoder.out_dim))
+
+
+def save_finetuned(
+    folder: Path, model: FineTuneModel, config: dict[str, Any], run_id: str | None
+) -> None:
+    """Write ``trainable.safetensors``, ``config.json`` (plus the encoder hash) and ``run.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
+    save_file(state, folder / WEIGHTS_FILE)
+    config = {"format": FORMAT, **config, "encoder_hash": weights_hash(model.encoder)}
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (folder / RUN_FILE).write_text(json.dumps({"run_id": run_id}) + "\n")
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file() or not (Path(folder) / WEIGHTS_FILE).is_file():
+        raise InputError(
+            f"no fine-tuned model in {folder} (needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
+            "run the finetune stage that writes it first"
+        )
+    config = json.loads(path.read_text())
+    if config.get("format") != FORMAT:
+        raise InputError(f"{path}: format {config.get('format')!r}, expected {FORMAT}")
+    return config
+
+
+def read_run_id(folder: Path) -> str | None:
+    """The MLflow run id saved beside a model (pre-trained or fine-tuned)."""
+    path = Path(folder) / RUN_FILE
+    if not path.is_file():
+        raise InputError(f"{path} does not exist: the model in {folder} has no MLflow run id")
+    return json.loads(path.read_text())["run_id"]
+
+
+def load_finetuned(folder: Path, clip: ClipModel, task: Task) -> FineTuneModel:
+    """Rebuild the model saved in ``folder`` on ``clip`` (its pre-trained model) for ``task``,
+    in eval mode. ``task`` must be made with the options in the folder's config."""
+    config = read_config(folder)
+    if config["task"] != task.name:
+        raise InputError(f"{folder} holds a {config['task']!r} model, not {task.name!r}")
+    if config["classes"] != task.classes:
+        raise DataError(
+            f"{folder}: the model was trained on {len(config['classes'])} classes "
+            f"{config['classes'][:5]}..., the prepared data now gives {len(task.classes)} "
+            f"{task.classes[:5]}...; rerun fine-tuning on the current data"
+        )
+    method = get_method(config["method"], **config["method_config"])
+    model = build_model(task, clip, method, config["head_options"])
+    if weights_hash(model.encoder) != config["encoder_hash"]:
+        raise InputError(
+            f"{folder} was fine-tuned from another pre-trained model (encoder hash "
+            f"{config['encoder_hash']}, this one {weights_hash(model.encoder)})"
+        )
+    state = load_file(folder / WEIGHTS_FILE)
+    for prefix in ("rectifier", "head"):
+        part = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(f"{prefix}.")}
+        getattr(model, prefix).load_state_dict(part, strict=True)
+    return model.eval()

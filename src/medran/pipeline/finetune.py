@@ -1,0 +1,281 @@
+"""``finetune@<level>-<task>-<method>``: a downstream method on one pre-trained model.
+
+Loads the CLIP of ``pretrain@<level>``, builds the task's frozen encoder, the method's
+rectifier and a new head, and trains rectifier and head with the one Accelerate loop, once per
+seed. Encoder features are computed once per (split, encoder weights) and cached in a plain
+folder (not a DVC output: it is content-addressed, so a stale entry is never read): methods on
+frozen features train on them, and every method is evaluated on them (the encoder is frozen,
+so clean logits are the same either way). Adversarial methods (``ran``, ``advft``) also get
+each row's image, which every step attacks through the whole model.
+
+Each seed is one MLflow run named after the stage, tagged with its lineage
+(``upstream_run_id`` = the pretrain run) and writes ``<out>/seed-<seed>/``: the trainable
+weights, the config that rebuilds the model for ``eval_robust``, and the run id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import send_to_device
+from torch.utils.data import DataLoader, Dataset
+
+from medran import layout
+from medran.data.errors import DataError
+from medran.methods import METHODS, Method, get_method, trainable_parameters
+from medran.methods.checkpoint import build_model, read_run_id, save_finetuned, seed_dir
+from medran.models.factory import ClipModel, load_local_dir
+from medran.models.finetune import FineTuneModel
+from medran.params import FinetuneParams, check_choices
+from medran.tasks import TASKS, Split, Task, make_task
+from medran.tasks.features import cached_features, encode_split, feature_key
+from medran.tracking import stage_run
+from medran.training.loop import LoopConfig, make_accelerator, train
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+def task_options(params: FinetuneParams, task: str) -> dict[str, Any]:
+    """Keyword options of the task's class (only classification has any)."""
+    return params.cls.model_dump() if task == "cls" else {}
+
+
+def head_options(params: FinetuneParams, task: str, head: str) -> dict[str, Any]:
+    """Keyword options of ``task.build_head``: the mlp head's size when the head is mlp, and
+    for VQA the co-attention module around it."""
+    classifier = params.mlp_head.model_dump() if head == "mlp" else {}
+    if task == "vqa":
+        return params.vqa.model_dump() | {"classifier_options": classifier}
+    return classifier
+
+
+@dataclasses.dataclass
+class Job:
+    """What every seed of one stage shares."""
+
+    params: FinetuneParams
+    task: Task
+    clip: ClipModel
+    method: Method
+    splits: dict[str, Dataset]
+    accelerator: Accelerator
+    config: dict[str, Any]  # saved with each model: enough to rebuild it (plus the seed)
+    inputs: dict[str, Path]  # declared to MLflow, with their DVC md5
+    experiment: str
+
+
+def run(
+    params: FinetuneParams,
+    level: float,
+    task_name: str,
+    method_name: str,
+    data_root: Path,
+    pretrain_dir: Path,
+    out_dir: Path,
+    cache_dir: Path,
+    experiment: str,
+) -> dict[str, float]:
+    check_choices("task", [task_name], TASKS)
+    check_choices("method", [method_name], METHODS)
+    start = time.perf_counter()
+    method = get_method(method_name, **params.method_config(method_name))
+    prepared = data_root / layout.PREPARED
+    task = make_task(task_name, prepared, **task_options(params, task_name))
+    pretrain_run = read_run_id(pretrain_dir)
+    accelerator = make_accelerator(cpu=params.device == "cpu" or not torch.cuda.is_available())
+    clip = load_local_dir(pretrain_dir)
+    clip.model.to(accelerator.device)
+    splits = load_splits(task, clip, method, cache_dir, params.eval_batch_size)
+    config = {
+        "stage": f"finetune@{layout.level_name(level)}-{task_name}-{method_name}",
+        "level": level,
+        "task": task_name,
+        "task_options": task_options(params, task_name),
+        "method": method_name,
+        "method_config": dataclasses.asdict(method.config),
+        "head": method.head_type,
+        "head_options": head_options(params, task_name, method.head_type),
+        "classes": task.classes,
+        "upstream_run_id": pretrain_run,
+    }
+    inputs = {"prepared": prepared, "pretrain": pretrain_dir}
+    job = Job(params, task, clip, method, splits, accelerator, config, inputs, experiment)
+    for stale in Path(out_dir).glob("seed-*"):  # no model of an earlier run survives
+        shutil.rmtree(stale)
+    per_seed = {seed: train_seed(job, seed, seed_dir(out_dir, seed)) for seed in params.seeds}
+    metrics = summarize(per_seed)
+    metrics["wall_time_s"] = time.perf_counter() - start
+    return metrics
+
+
+def load_splits(
+    task: Task, clip: ClipModel, method: Method, cache_dir: Path, batch_size: int
+) -> dict[str, Dataset]:
+    """``train``, ``val`` and ``test`` serving cached features (``val`` may be empty); the
+    training split also serves images for adversarial methods, which attack them."""
+    encoder = task.build_encoder(clip)
+    splits: dict[str, Dataset] = {}
+    for name in SPLITS:
+        split = task.with_context(task.load_split(name, clip.image_size), clip)
+        if name == "test" and not len(split):
+            raise DataError(f"{task.path}: the {task.name} task has no test rows to evaluate")
+        if not len(split):
+            splits[name] = split
+            continue
+
+        def encode(split: Split = split) -> torch.Tensor:
+            return encode_split(encoder, split.images, batch_size)
+
+        splits[name] = split.with_features(
+            cached_features(cache_dir, feature_key(split, encoder), encode)
+        )
+    if method.adversarial:
+        splits["train"] = WithImages(splits["train"])
+    return splits
+
+
+class WithImages(Dataset):
+    """A feature split that also serves each row's image: adversarial methods attack the
+    images and read the clean features from the cache instead of re-encoding them."""
+
+    def __init__(self, split: Split):
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image = self.split.images[int(self.split.image_index[i])]
+        return self.split[i] | {"images": image.float().div(255.0)}
+
+
+def train_seed(job: Job, seed: int, folder: Path) -> dict[str, float]:
+    """Train and evaluate one seed as one MLflow run; save the model to ``folder``."""
+    start, stage = time.perf_counter(), job.config["stage"]
+    torch.manual_seed(seed)  # the head's and rectifier's initial weights
+    model = build_model(job.task, job.clip, job.method, job.config["head_options"])
+    trainable, fraction = trainable_parameters(model)
+    run_params, tags = run_metadata(job, seed)
+    with stage_run(stage, job.experiment, run_params, job.inputs, tags) as tracker:
+        steps: list[tuple[int, dict[str, float]]] = []
+
+        def on_step(step: int, values: dict[str, float]) -> None:
+            steps.append((step, values))
+
+        def on_epoch(epoch: int, values: dict[str, float]) -> None:
+            tracker.log_metrics(values | {"epoch": epoch}, step=epoch)
+
+        objective = job.method.objective(job.task.loss_fn)
+        cfg = loop_config(job.params, job.method, seed)
+        train_set = job.splits["train"]
+        model = train(job.accelerator, model, train_set, objective, cfg, None, on_step, on_epoch)
+        log_steps(tracker, steps)
+        metrics = {"trainable_params": float(trainable), "trainable_fraction": fraction}
+        metrics["final_loss"] = steps[-1][1]["loss"] if steps else float("nan")
+        for name in ("val", "test"):
+            if len(job.splits[name]):
+                scores = evaluate(model, job.task, job.splits[name], job.params.eval_batch_size)
+                metrics |= {f"{name}.{k}": v for k, v in scores.items()}
+        metrics["wall_time_s"] = time.perf_counter() - start
+        tracker.log_metrics(metrics)
+        save_finetuned(folder, model, job.config | {"seed": seed}, tracker.run_id)
+        tracker.log_artifact(folder, "model")
+    log.info("%s seed %d: %s", stage, seed, _brief(metrics))
+    return metrics
+
+
+def loop_config(params: FinetuneParams, method: Method, seed: int) -> LoopConfig:
+    """The loop's settings: the stage's schedule, the method's optimiser."""
+    return LoopConfig(
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        lr=method.config.lr,
+        weight_decay=method.config.weight_decay,
+        warmup_steps=method.config.warmup_steps,
+        seed=seed,
+        max_grad_norm=params.max_grad_norm,
+    )
+
+
+def run_metadata(job: Job, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The MLflow params (what this run used, not every method's section) and lineage tags."""
+    params, config = job.params, job.config
+    run_params = {
+        "seed": seed,
+        "epochs": params.epochs,
+        "batch_size": params.batch_size,
+        "max_grad_norm": params.max_grad_norm,
+        "head": config["head"],
+        "task": config["task_options"],
+        "method": config["method_config"],
+        "head_options": config["head_options"],
+    }
+    tags = {
+        "noise_level": layout.level_name(config["level"]),
+        "task": config["task"],
+        "method": config["method"],
+        "seed": seed,
+        "upstream_run_id": config["upstream_run_id"],
+    }
+    return run_params, tags
+
+
+def log_steps(tracker: Any, losses: list[tuple[int, dict[str, float]]]) -> None:
+    """Per-step losses and learning rate, in one batched MLflow call (a call per step costs
+    more than a small head's whole training on a SQLite store)."""
+    if not tracker.run_id or not losses:
+        return
+    import mlflow
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    metrics = [
+        Metric(key, float(value), stamp, step)
+        for step, values in losses
+        for key, value in values.items()
+    ]
+    client = mlflow.MlflowClient()
+    for begin in range(0, len(metrics), 1000):  # MLflow's per-batch limit
+        client.log_batch(tracker.run_id, metrics=metrics[begin : begin + 1000])
+
+
+@torch.no_grad()
+def evaluate(model: FineTuneModel, task: Task, split: Split, batch_size: int) -> dict[str, float]:
+    """Clean metrics of ``model`` on a split that serves cached features."""
+    model.eval()
+    device = next(model.parameters()).device
+    logits = []
+    for batch in DataLoader(split, batch_size=batch_size, shuffle=False):
+        batch = send_to_device(batch, device)
+        logits.append(model.forward_features(batch["z"], batch.get("context")).float().cpu())
+    return task.metrics(torch.cat(logits), split.targets, split.rows)
+
+
+def summarize(per_seed: dict[int, dict[str, float]]) -> dict[str, float]:
+    """Val/test metrics averaged over seeds (plus the test accuracy's spread), the trainable
+    size, and every seed's own metrics under ``seed-<seed>.``."""
+    first = next(iter(per_seed.values()))
+    out = {k: first[k] for k in ("trainable_params", "trainable_fraction")}
+    for key in first:
+        if key.startswith(("val.", "test.")):
+            out[key] = statistics.fmean(m[key] for m in per_seed.values())
+    accuracies = [m["test.accuracy"] for m in per_seed.values()]
+    out["test.accuracy_std"] = statistics.pstdev(accuracies) if len(accuracies) > 1 else 0.0
+    out["n_seeds"] = float(len(per_seed))
+    for seed, metrics in per_seed.items():
+        out |= {f"seed-{seed}.{k}": v for k, v in metrics.items()}
+    return out
+
+
+def _brief(metrics: dict[str, float]) -> str:
+    keys = ("test.accuracy", "final_loss", "wall_time_s")
+    return ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if k in metrics)

@@ -1,0 +1,270 @@
+"""``finetune`` and ``eval_robust`` on a small prepared corpus with a random-init tiny CLIP."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from medran.errors import InputError
+from medran.methods import METHODS
+from medran.methods.checkpoint import WEIGHTS_FILE as WEIGHTS
+from medran.methods.checkpoint import load_finetuned, seed_dir
+from medran.models.factory import create_clip, load_local_dir, save_local_dir
+from medran.params import EvalRobustParams, FinetuneParams, ParamsError, parse_params
+from medran.pipeline import eval_robust, finetune
+from medran.tasks import make_task
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENT = "medran-test"
+PRETRAIN_RUN = "pretrain-run-0"
+# Tiny and fast: one-step (FGSM-RS) training attacks, a narrow co-attention head.
+PARAMS = FinetuneParams.model_validate(
+    {
+        "tasks": ["cls", "vqa"],
+        "methods": ["lp", "nmtune", "ran"],
+        "seeds": [0, 1],
+        "epochs": 2,
+        "batch_size": 8,
+        "vqa": {"depth": 1, "width": 32, "heads": 4},
+        "ran": {"steps": 1, "step_size": 5.0},
+    }
+)
+ROBUST = EvalRobustParams(eps=[2.0, 8.0], large_eps=64.0, steps=3, max_examples=8)
+CLS_METHODS = ["lp", "nmtune", "ran"]
+VQA_METHODS = ["lp"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real SQLite MLflow store shared by the module's runs."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def pretrain_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init tiny CLIP exported as ``pretrain@0.0`` would export it."""
+    folder = tmp_path_factory.mktemp("pretrain") / "0.0"
+    save_local_dir(create_clip("medran-tiny", seed=0), folder)
+    (folder / "run.json").write_text(json.dumps({"run_id": PRETRAIN_RUN}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("work")
+
+
+def finetune_run(
+    data_root: Path, pretrain_dir: Path, work: Path, task: str, method: str, **changes
+) -> dict[str, float]:
+    params = PARAMS.model_copy(update=changes)
+    out = work / "models" / f"{task}-{method}"
+    return finetune.run(
+        params, 0.0, task, method, data_root, pretrain_dir, out, work / "cache", EXPERIMENT
+    )
+
+
+def robust_run(
+    data_root: Path, pretrain_dir: Path, models: Path, tasks: list[str], methods: list[str]
+) -> dict[str, float]:
+    return eval_robust.run(
+        ROBUST, 0.0, data_root, pretrain_dir, models, EXPERIMENT, tasks, methods, PARAMS.seeds
+    )
+
+
+@pytest.fixture(scope="module")
+def finetuned(
+    data_root: Path, pretrain_dir: Path, work: Path, store: str
+) -> dict[tuple[str, str], dict[str, float]]:
+    runs = [("cls", m) for m in CLS_METHODS] + [("vqa", m) for m in VQA_METHODS]
+    return {key: finetune_run(data_root, pretrain_dir, work, *key) for key in runs}
+
+
+def test_finetune_writes_models_metrics_and_lineage(
+    finetuned: dict, work: Path, store: str
+) -> None:
+    for (task, method), metrics in finetuned.items():
+        assert 0.0 <= metrics["test.accuracy"] <= 1.0 and metrics["n_seeds"] == 2
+        assert metrics["test.accuracy"] == pytest.approx(
+            (metrics["seed-0.test.accuracy"] + metrics["seed-1.test.accuracy"]) / 2
+        )
+        assert 0 < metrics["trainable_fraction"] < 1 and metrics["trainable_params"] > 0
+        assert metrics["wall_time_s"] > 0 and metrics["seed-1.wall_time_s"] > 0
+        for seed in PARAMS.seeds:
+            folder = seed_dir(work / "models" / f"{task}-{method}", seed)
+            config = json.loads((folder / "config.json").read_text())
+            assert (config["task"], config["method"], config["seed"]) == (task, method, seed)
+            weights = load_file(folder / WEIGHTS)
+            assert weights and all(k.startswith(("rectifier.", "head.")) for k in weights)
+            assert any(k.startswith("rectifier.") for k in weights) == (method != "lp")
+            run = mlflow.get_run(json.loads((folder / "run.json").read_text())["run_id"])
+            stage = f"finetune@0.0-{task}-{method}"
+            tags = run.data.tags
+            assert run.info.status == "FINISHED" and run.info.run_name == stage
+            assert tags["stage"] == stage and tags["noise_level"] == "0.0"
+            assert (tags["task"], tags["method"], tags["seed"]) == (task, method, str(seed))
+            assert tags["upstream_run_id"] == PRETRAIN_RUN and "git_commit" in tags
+            assert tags["data_md5.prepared"].endswith(".dir")
+            assert tags["data_md5.pretrain"].endswith(".dir")
+            values = run.data.metrics
+            assert values["trainable_fraction"] == pytest.approx(metrics["trainable_fraction"])
+            assert values["test.accuracy"] == metrics[f"seed-{seed}.test.accuracy"]
+            history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
+            assert len(history) >= PARAMS.epochs  # per-step losses
+    # Light-weight: a linear probe trains far fewer parameters than the rectifier methods.
+    assert (
+        finetuned[("cls", "lp")]["trainable_params"]
+        < finetuned[("cls", "nmtune")]["trainable_params"]
+    )
+
+
+def test_ran_without_adversarial_terms_is_nmtune(
+    finetuned: dict, data_root: Path, pretrain_dir: Path, work: Path, store: str
+) -> None:
+    off = PARAMS.ran.model_copy(update={"w_adv": 0.0, "w_rect": 0.0})
+    metrics = finetune_run(data_root, pretrain_dir, work / "off", "cls", "ran", ran=off)
+    nmtune = finetuned[("cls", "nmtune")]
+    # Exactly the same scores (NaN where a metric is undefined on this tiny split) ...
+    scores = [k for k in nmtune if k.startswith(("test.", "val.", "seed-")) and "wall" not in k]
+    assert len(scores) > 20
+    np.testing.assert_equal({k: metrics[k] for k in scores}, {k: nmtune[k] for k in scores})
+    # ... because exactly the same weights.
+    for seed in PARAMS.seeds:
+        ours = load_file(seed_dir(work / "off" / "models" / "cls-ran", seed) / WEIGHTS)
+        theirs = load_file(seed_dir(work / "models" / "cls-nmtune", seed) / WEIGHTS)
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+        # The adversarial terms do change the result (so the comparison can fail).
+        adversarial = load_file(seed_dir(work / "models" / "cls-ran", seed) / WEIGHTS)
+        assert not all(torch.equal(adversarial[k], theirs[k]) for k in theirs)
+
+
+def test_saved_model_rebuilds_with_the_same_predictions(
+    finetuned: dict, data_root: Path, pretrain_dir: Path, work: Path
+) -> None:
+    task = make_task("vqa", data_root / "prepared")
+    clip = load_local_dir(pretrain_dir)
+    model = load_finetuned(seed_dir(work / "models" / "vqa-lp", 0), clip, task)
+    test = task.with_context(task.load_split("test", clip.image_size), clip)
+    batch = torch.utils.data.default_collate([test[i] for i in range(len(test))])
+    with torch.no_grad():
+        logits = model(batch["images"], batch["context"])
+    accuracy = task.metrics(logits, test.targets, test.rows)["accuracy"]
+    assert accuracy == pytest.approx(finetuned[("vqa", "lp")]["seed-0.test.accuracy"])
+    other = create_clip("medran-tiny", seed=1)
+    with pytest.raises(InputError, match="another pre-trained model"):
+        load_finetuned(seed_dir(work / "models" / "vqa-lp", 0), other, task)
+
+
+def test_eval_robust_attacks_every_model_and_logs_one_run_each(
+    finetuned: dict, data_root: Path, pretrain_dir: Path, work: Path, store: str
+) -> None:
+    metrics = {}
+    for task, methods in (("cls", CLS_METHODS), ("vqa", VQA_METHODS)):
+        metrics |= robust_run(data_root, pretrain_dir, work / "models", [task], methods)
+    runs = mlflow.search_runs(
+        experiment_names=[EXPERIMENT],
+        filter_string="tags.stage = 'eval_robust@0.0'",
+        output_format="list",
+    )
+    n_models = (len(CLS_METHODS) + len(VQA_METHODS)) * len(PARAMS.seeds)
+    assert len(runs) == n_models
+    for run in runs:
+        tags = run.data.tags
+        folder = seed_dir(work / "models" / f"{tags['task']}-{tags['method']}", int(tags["seed"]))
+        finetune_run_id = json.loads((folder / "run.json").read_text())["run_id"]
+        assert tags["upstream_run_id"] == finetune_run_id and tags["noise_level"] == "0.0"
+        assert tags["data_md5.finetune"].endswith(".dir")
+        assert run.data.metrics["robust_accuracy_eps8"] <= run.data.metrics["clean_accuracy"]
+    for task, method in finetuned:
+        prefix = f"{task}.{method}"
+        curve = [metrics[f"{prefix}.clean_accuracy"]] + [
+            metrics[f"{prefix}.robust_accuracy_eps{e:g}"] for e in (*ROBUST.eps, ROBUST.large_eps)
+        ]
+        assert all(b <= a for a, b in itertools.pairwise(curve)), (prefix, curve)
+        for flag in ("check_monotonic", "check_near_zero_at_large_eps", "check_pgd_at_least_fgsm"):
+            assert metrics[f"{prefix}.{flag}"] in (0.0, 1.0)
+        assert f"{prefix}.seed-1.gradient_masking_suspected" in metrics
+        assert metrics[f"{prefix}.n"] == min(ROBUST.max_examples, len(_test_rows(data_root, task)))
+    # The VQA probe answers some closed questions right, so its attack had work to do.
+    assert metrics["vqa.lp.clean_accuracy"] > 0
+
+
+def _test_rows(data_root: Path, task: str) -> list:
+    return list(make_task(task, data_root / "prepared").rows("test")["id"])
+
+
+def test_eval_robust_names_a_missing_model(data_root: Path, pretrain_dir: Path, work: Path) -> None:
+    with pytest.raises(InputError, match=r"no fine-tuned model in .*cls-advft.*seed-0"):
+        robust_run(data_root, pretrain_dir, work / "models", ["cls"], ["advft"])
+
+
+def test_unknown_task_or_method_fails_before_any_work(
+    data_root: Path, pretrain_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ParamsError, match=r"unknown task \['seg'\]; valid tasks: \['cls', 'vqa'\]"):
+        finetune_run(data_root, pretrain_dir, tmp_path, "seg", "lp")
+    with pytest.raises(ParamsError, match=r"unknown method \['full'\]; valid methods: \['advft',"):
+        finetune_run(data_root, pretrain_dir, tmp_path, "cls", "full")
+    assert not (tmp_path / "models").exists()
+    with pytest.raises(ParamsError, match=r"valid methods: \['advft', 'lp', 'mlp', 'nmtune'"):
+        robust_run(data_root, pretrain_dir, tmp_path, ["cls"], ["svm"])
+
+
+RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_change(path: str, value: object) -> dict:
+    raw = copy.deepcopy(RAW)
+    *parents, last = path.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("finetune.tasks", ["cls", "seg"], r"finetune\.tasks .*valid tasks: \['cls', 'vqa'\]"),
+        ("finetune.methods", ["lora"], r"unknown method \['lora'\]; valid methods: \['advft'"),
+        ("finetune.head", "svm", r"finetune\.head = 'svm': unknown head .*\['linear', 'mlp'\]"),
+        ("finetune.ran.w_foo", 1.0, r"finetune\.ran\.w_foo: unknown key"),
+        ("finetune.ran.w_adv", -1.0, r"finetune\.ran\.w_adv = -1\.0"),
+        ("finetune.vqa.width", 30, r"width 30 must divide by heads 4"),
+        ("finetune.seeds", [0, 0], r"seeds must be distinct"),
+        ("eval_robust.eps", [0.0, 2.0], r"eval_robust\.eps = \[0\.0, 2\.0\]: .*in \(0, 255\]"),
+        ("eval_robust.eps", [-1.0], r"bad: \[-1\.0\]"),
+        ("eval_robust.large_eps", 4.0, r"large_eps 4\.0 must be >= the largest eps 8\.0"),
+    ],
+)
+def test_bad_params_are_named(path: str, value: object, expected: str) -> None:
+    with pytest.raises(ParamsError, match=expected):
+        parse_params(with_change(path, value))
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_sections_mirror_the_method_configs(method: str) -> None:
+    """Every config field is a param (``head`` is shared), with the config's own default."""
+    section = getattr(FinetuneParams(), method)
+    fields = {
+        f.name: f.default
+        for f in dataclasses.fields(METHODS[method].config_class)
+        if f.name != "head"
+    }
+    assert section.model_dump() == fields
