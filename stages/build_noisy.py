@@ -3,7 +3,6 @@
 import argparse
 from pathlib import Path
 
-from medran.errors import InputError
 from medran.params import load_params
 from medran.runner import stage_main, write_metrics
 
@@ -20,8 +19,7 @@ def main() -> None:
     params = load_params(args.params)
     from medran.pipeline import build_noisy
 
-    if args.level not in params.noise_levels:
-        raise InputError(f"level {args.level} is not in noise_levels {params.noise_levels}")
+    params.check_level(args.level)
     metrics = build_noisy.run(params.build_noisy, args.level, args.data, args.out)
     write_metrics(args.metrics, metrics)
 

@@ -3,7 +3,6 @@
 import argparse
 from pathlib import Path
 
-from medran.errors import InputError
 from medran.params import check_choices, load_params
 from medran.runner import stage_main, write_metrics
 
@@ -22,8 +21,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
-    if args.level not in params.noise_levels:
-        raise InputError(f"level {args.level} is not in noise_levels {params.noise_levels}")
+    params.check_level(args.level)
     check_choices("task", [args.task], params.finetune.tasks)
     check_choices("method", [args.method], params.finetune.methods)
     from medran.pipeline import finetune

@@ -3,7 +3,6 @@
 import argparse
 from pathlib import Path
 
-from medran.errors import InputError
 from medran.launch import is_main_process, relaunch
 from medran.params import load_params
 from medran.runner import stage_main, write_metrics
@@ -21,8 +20,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
-    if args.level not in params.noise_levels:
-        raise InputError(f"level {args.level} is not in noise_levels {params.noise_levels}")
+    params.check_level(args.level)
     relaunch(params.pretrain.num_processes, params.pretrain.mixed_precision)
     from medran.pipeline import pretrain
 

@@ -466,6 +466,12 @@ class Params(Section):
             raise ValueError(f"noise levels must be distinct, got {value}")
         return value
 
+    def check_level(self, level: float) -> float:
+        """A level named on a stage's command line must be one of ``noise_levels``."""
+        if level not in self.noise_levels:
+            raise ParamsError(f"noise level {level} is not in noise_levels {self.noise_levels}")
+        return level
+
     @model_validator(mode="after")
     def _levels_attacked(self) -> Params:
         top = max(self.noise_levels)

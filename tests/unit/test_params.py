@@ -72,3 +72,10 @@ def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ParamsError, match="must be a mapping, got list"):
         load_params(tmp_path / "list.yaml")
+
+
+def test_a_stage_level_must_be_a_declared_noise_level() -> None:
+    params = parse_params(RAW)
+    assert params.check_level(0.1) == 0.1
+    with pytest.raises(ParamsError, match=r"noise level 0\.4 is not in noise_levels \[0\.0, 0\.05"):
+        params.check_level(0.4)
