@@ -24,8 +24,9 @@ LEVEL = "0.1"
 STAGE = f"pretrain@{LEVEL}"
 # Measured: the 2-process per-step loss differs from the 1-process one by at most 2.4e-7
 # (one float32 ulp at a loss of ~3.8: rank-local matmuls of 16 rows instead of 32 round
-# differently). 1e-5 leaves a 40x margin and is still far below what a wrong gradient would
-# do (the loss moves by 0.05-0.15 per step here).
+# differently). 1e-5 leaves a 40x margin and is far below the loss's step-to-step change
+# (0.05-0.15 here), so other samples per step or another loss would show. A gradient that is
+# only mis-scaled (e.g. by 1/world) would not: Adam is nearly scale-invariant.
 LOSS_ATOL = 1e-5
 # Measured: the exported weights differ by at most 2.4e-5 after the 6 CI-scale steps (Adam
 # amplifies the rounding of near-zero gradients). 1e-4 leaves a 4x margin and stays well
