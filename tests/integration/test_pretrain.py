@@ -107,6 +107,16 @@ def test_crash_marks_run_failed_and_rerun_resumes_to_the_same_model(
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
 
 
+def test_rerun_of_a_finished_run_trains_again_to_the_same_result(
+    noisy_root: Path, tmp_path: Path, mlflow_uri: str
+) -> None:
+    first = train(noisy_root, tmp_path)
+    again = train(noisy_root, tmp_path)  # same params, data and checkpoint folder
+    assert again["final_loss"] == pytest.approx(first["final_loss"], abs=1e-5)
+    with (tmp_path / "loss.csv").open() as f:
+        assert len(list(csv.DictReader(f))) > 0
+
+
 def test_changed_params_discard_the_old_checkpoint(
     noisy_root: Path, tmp_path: Path, mlflow_uri: str
 ) -> None:

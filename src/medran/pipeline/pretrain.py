@@ -42,13 +42,16 @@ def training_pairs(data_root: Path, level: float) -> pd.DataFrame:
     return train_rows
 
 
-def reset_stale_checkpoint(checkpoint_dir: Path, fingerprint: str) -> None:
-    """Keep a checkpoint only if it was made with the same params and data."""
+def reset_stale_checkpoint(checkpoint_dir: Path, fingerprint: str, epochs: int) -> None:
+    """Keep a checkpoint only if it was made with the same params and data and its run did
+    not finish: a forced rerun of a finished run trains again instead of zero steps."""
     stamp = checkpoint_dir / "fingerprint.txt"
-    if stamp.is_file() and stamp.read_text() == fingerprint:
+    progress = checkpoint_dir / "latest" / "progress.json"
+    finished = progress.is_file() and json.loads(progress.read_text())["epoch"] >= epochs
+    if stamp.is_file() and stamp.read_text() == fingerprint and not finished:
         return
     if checkpoint_dir.exists():
-        log.info("discarding checkpoint %s: params or data changed", checkpoint_dir)
+        log.info("discarding checkpoint %s: finished, or params or data changed", checkpoint_dir)
         shutil.rmtree(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True)
     stamp.write_text(fingerprint)
@@ -78,7 +81,8 @@ def run(
     config_md5 = hashlib.md5(json.dumps(clip.model_cfg, sort_keys=True).encode()).hexdigest()
     fingerprint = json.dumps([params.model_dump(), dvc_md5(noisy), config_md5], sort_keys=True)
     if main:
-        reset_stale_checkpoint(checkpoint_dir, hashlib.sha256(fingerprint.encode()).hexdigest())
+        digest = hashlib.sha256(fingerprint.encode()).hexdigest()
+        reset_stale_checkpoint(checkpoint_dir, digest, params.epochs)
     accelerator.wait_for_everyone()
 
     cfg = LoopConfig(
