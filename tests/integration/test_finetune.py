@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import json
@@ -13,7 +12,6 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from medran.errors import InputError
@@ -24,6 +22,7 @@ from medran.models.factory import create_clip, load_local_dir, save_local_dir
 from medran.params import EvalRobustParams, FinetuneParams, ParamsError, parse_params
 from medran.pipeline import eval_robust, finetune
 from medran.tasks import make_task
+from tests.unit.test_params import with_change
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = "medran-test"
@@ -223,19 +222,6 @@ def test_unknown_task_or_method_fails_before_any_work(
     assert not (tmp_path / "models").exists()
     with pytest.raises(ParamsError, match=r"valid methods: \['advft', 'lp', 'mlp', 'nmtune'"):
         robust_run(data_root, pretrain_dir, tmp_path, ["cls"], ["svm"])
-
-
-RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
-
-
-def with_change(path: str, value: object) -> dict:
-    raw = copy.deepcopy(RAW)
-    *parents, last = path.split(".")
-    node = raw
-    for key in parents:
-        node = node[key]
-    node[last] = value
-    return raw
 
 
 @pytest.mark.parametrize(
