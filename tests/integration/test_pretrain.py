@@ -18,6 +18,7 @@ from medran.models.factory import load_local_dir
 from medran.params import EvalUpstreamParams, ParamsError, PretrainParams, parse_params
 from medran.pipeline import eval_upstream, pretrain
 from medran.pipeline.build_noisy import noisy_manifest
+from medran.training.loop import read_progress
 from tests.integration.conftest import SOURCES, make_data_root
 
 PARAMS = PretrainParams(epochs=2, global_batch_size=16, warmup_steps=2, lr=1e-3)
@@ -97,7 +98,7 @@ def test_crash_marks_run_failed_and_rerun_resumes_to_the_same_model(
     monkeypatch.setattr(mlflow, "log_metrics", real_log)
     runs = mlflow.search_runs(experiment_names=["medran-test"], order_by=["start_time DESC"])
     assert runs.iloc[0]["status"] in {"FAILED", "KILLED"}
-    assert (crashed / "checkpoints" / "latest" / "progress.json").is_file()
+    assert read_progress(crashed / "checkpoints")["step"] == 2
 
     train(noisy_root, crashed, params)  # resumes from the step-2 checkpoint
     a = load_local_dir(reference / "model").model.state_dict()

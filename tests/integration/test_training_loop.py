@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,14 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from medran.training.loop import LoopConfig, make_accelerator, train, warmup_cosine
+from medran.training.loop import (
+    LoopConfig,
+    latest_checkpoint,
+    make_accelerator,
+    read_progress,
+    train,
+    warmup_cosine,
+)
 
 CFG = LoopConfig(epochs=3, batch_size=8, lr=0.05, weight_decay=0.0, warmup_steps=2, seed=0)
 
@@ -64,3 +72,17 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path: Path, crash_at: 
     assert len(resumed.losses) == 24 - crash_at + 1  # the crashed step was not checkpointed
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_a_state_killed_while_being_written_is_skipped(tmp_path: Path) -> None:
+    with pytest.raises(Crash):
+        fit(tmp_path, crash_at=13, checkpoint_every_steps=1)
+    (complete,) = tmp_path.glob("state-*")
+    assert read_progress(tmp_path)["step"] == 12
+    # A kill between save_state and progress.json leaves a newer folder without it.
+    partial = tmp_path / "state-000000013-00001"
+    shutil.copytree(complete, partial)
+    (partial / "progress.json").unlink()
+    assert latest_checkpoint(tmp_path) == complete
+    resumed = fit(tmp_path, checkpoint_every_steps=1)
+    assert len(resumed.losses) == 24 - 12

@@ -12,11 +12,14 @@ import time
 import psutil
 import pytest
 
+from medran.training.loop import read_progress
 from tests.pipeline.conftest import Repo
 
 pytestmark = pytest.mark.slow
-STAGE = "pretrain@0.1"
-CHECKPOINT = "checkpoints/pretrain/0.1"
+LEVEL = "0.5"
+STAGE = f"pretrain@{LEVEL}"
+CHECKPOINT = f"checkpoints/pretrain/{LEVEL}"
+METRICS = f"reports/pretrain/{LEVEL}/metrics.json"
 
 
 def training_process(dvc: subprocess.Popen) -> psutil.Process | None:
@@ -35,10 +38,11 @@ def kill_after_step(repo: Repo, step: int, timeout: float = 300) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    progress = repo.path / CHECKPOINT / "latest" / "progress.json"
+    checkpoint = repo.path / CHECKPOINT
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if progress.is_file() and json.loads(progress.read_text())["step"] >= step:
+        progress = read_progress(checkpoint) if checkpoint.is_dir() else None
+        if progress and progress["step"] >= step:
             trainer = training_process(dvc)
             assert trainer is not None, "training finished before it could be killed"
             trainer.send_signal(signal.SIGKILL)
@@ -57,13 +61,13 @@ def test_kill_9_then_repro_resumes_to_the_uninterrupted_result(repo_copy: Repo) 
     params["pretrain"] |= {"epochs": 4, "checkpoint_every_steps": 1}
     repo_copy.set_params(params)
     repo_copy.repro("--single-item", STAGE)  # uninterrupted reference with these params
-    reference = json.loads((repo_copy.path / "reports/pretrain/0.1/metrics.json").read_text())
+    reference = json.loads((repo_copy.path / METRICS).read_text())
 
     shutil.rmtree(repo_copy.path / CHECKPOINT)
     kill_after_step(repo_copy, step=4)
     resumed = repo_copy.repro("--single-item", STAGE)
     assert "resumed from" in resumed.stderr + resumed.stdout
 
-    metrics = json.loads((repo_copy.path / "reports/pretrain/0.1/metrics.json").read_text())
+    metrics = json.loads((repo_copy.path / METRICS).read_text())
     # Same batches and RNG state after resume; CPU float rounding is the only difference.
     assert metrics["final_loss"] == pytest.approx(reference["final_loss"], abs=1e-5)

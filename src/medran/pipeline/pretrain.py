@@ -27,7 +27,7 @@ from medran.params import PretrainParams
 from medran.tracking import dvc_md5, stage_run
 from medran.training.clip_objective import ClipObjective
 from medran.training.data import image_text_tensors
-from medran.training.loop import LoopConfig, make_accelerator, train
+from medran.training.loop import LoopConfig, make_accelerator, read_progress, train
 
 log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
@@ -46,8 +46,8 @@ def reset_stale_checkpoint(checkpoint_dir: Path, fingerprint: str, epochs: int) 
     """Keep a checkpoint only if it was made with the same params and data and its run did
     not finish: a forced rerun of a finished run trains again instead of zero steps."""
     stamp = checkpoint_dir / "fingerprint.txt"
-    progress = checkpoint_dir / "latest" / "progress.json"
-    finished = progress.is_file() and json.loads(progress.read_text())["epoch"] >= epochs
+    progress = read_progress(checkpoint_dir) if checkpoint_dir.is_dir() else None
+    finished = progress is not None and progress["epoch"] >= epochs
     if stamp.is_file() and stamp.read_text() == fingerprint and not finished:
         return
     if checkpoint_dir.exists():

@@ -81,21 +81,39 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest complete state in ``checkpoint_dir`` (its ``progress.json`` is written last)."""
+    done = [d for d in checkpoint_dir.glob("state-*") if (d / "progress.json").is_file()]
+    return max(done, default=None)
+
+
+def read_progress(checkpoint_dir: Path) -> dict[str, int] | None:
+    latest = latest_checkpoint(checkpoint_dir)
+    return json.loads((latest / "progress.json").read_text()) if latest else None
+
+
 def _save(accelerator: Accelerator, checkpoint_dir: Path, progress: dict[str, int]) -> None:
-    """Write state to a fresh folder, then swap it in, so a kill never leaves half a state."""
-    tmp = checkpoint_dir / "latest.tmp"
-    accelerator.save_state(str(tmp))
+    """Write the state to a new folder and mark it complete before deleting older ones, so a
+    kill at any moment leaves at least one whole state to resume from."""
+    # Zero-padded (step, epoch): names sort in training order; an epoch-end save after a
+    # step save at the same step gets its own folder.
+    target = checkpoint_dir / f"state-{progress['step']:09d}-{progress['epoch']:05d}"
+    accelerator.save_state(str(target))
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / "progress.json").write_text(json.dumps(progress))
-        shutil.rmtree(checkpoint_dir / "latest", ignore_errors=True)
-        tmp.rename(checkpoint_dir / "latest")
+        tmp = target / "progress.json.tmp"
+        tmp.write_text(json.dumps(progress))
+        tmp.rename(target / "progress.json")
+        for old in checkpoint_dir.glob("state-*"):
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
 
 
 def _resume(accelerator: Accelerator, checkpoint_dir: Path | None) -> dict[str, int]:
-    """Load ``latest`` if there is one; returns where to continue (epoch, batch, step)."""
-    latest = checkpoint_dir / "latest" if checkpoint_dir else None
-    if not latest or not (latest / "progress.json").is_file():
+    """Load the newest complete state if there is one; returns where to continue."""
+    latest = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
+    if latest is None:
         return {"epoch": 0, "batch": 0, "step": 0}
     accelerator.load_state(str(latest))
     progress = json.loads((latest / "progress.json").read_text())
