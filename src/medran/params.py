@@ -12,13 +12,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medran.errors import InputError
 
 ROLES = ("upstream", "targets", "cls", "vqa")
 ROLE_KIND = {"upstream": "captions", "targets": "captions", "cls": "labels", "vqa": "vqa"}
+# The registries' names (medran.tasks.TASKS, medran.methods.METHODS, models.finetune.HEADS),
+# spelled out so validating params imports no torch; a test keeps them equal.
+TASK_NAMES = ("cls", "vqa")
+METHOD_NAMES = ("lp", "mlp", "nmtune", "ran", "advft")
+HEAD_NAMES = ("linear", "mlp")
 
 
 class ParamsError(InputError):
@@ -117,7 +121,7 @@ class PrepareDataParams(Section):
 
 def _check_model(value: str) -> str:
     """An open_clip name, ``hf-hub:`` id or ``local-dir:`` folder that can be resolved."""
-    from medran.models.factory import check_model_name
+    from medran.models.names import check_model_name
 
     check_model_name(value)
     return value
@@ -361,26 +365,20 @@ class FinetuneParams(Section):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, value: list[str]) -> list[str]:
-        from medran.tasks import TASKS
-
-        check_choices("task", value, TASKS)
+        check_choices("task", value, TASK_NAMES)
         return _distinct("tasks", value)
 
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, value: list[str]) -> list[str]:
-        from medran.methods import METHODS
-
-        check_choices("method", value, METHODS)
+        check_choices("method", value, METHOD_NAMES)
         return _distinct("methods", value)
 
     @field_validator("head")
     @classmethod
     def _known_head(cls, value: str) -> str:
-        from medran.models.finetune import HEADS
-
-        if value not in HEADS:
-            raise ValueError(f"unknown head {value!r}; valid heads: {sorted(HEADS)}")
+        if value not in HEAD_NAMES:
+            raise ValueError(f"unknown head {value!r}; valid heads: {sorted(HEAD_NAMES)}")
         return value
 
     @field_validator("seeds")
@@ -440,10 +438,22 @@ class EvalRobustParams(Section):
         return self
 
 
+class ReportParams(Section):
+    """The summary report of the whole pipeline (DESIGN §9)."""
+
+    # true: a missing metrics file or a failed run fails the stage (exit 2) after the report
+    # is written; false: they are listed in the report and the stage succeeds.
+    strict: bool = False
+    decimals: int = Field(3, ge=0, le=6)  # digits after the point in summary.md
+    example_rows: int = Field(4, ge=1, le=16)  # attacked images in the example grid
+    budget_stages: int = Field(10, ge=1)  # slowest stages listed in the run-budget section
+    dpi: int = Field(100, ge=50, le=400)
+
+
 class Params(Section):
     seed: int = 0
     experiment: str = Field("medran", min_length=1)
-    noise_levels: list[float] = Field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3, 0.5])
+    noise_levels: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.3, 0.5])
     synthesize: SynthesizeParams = SynthesizeParams()
     prepare_data: PrepareDataParams
     validate_data: ValidateDataParams = ValidateDataParams()
@@ -455,6 +465,7 @@ class Params(Section):
     eval_upstream: EvalUpstreamParams = EvalUpstreamParams()
     finetune: FinetuneParams = FinetuneParams()
     eval_robust: EvalRobustParams = EvalRobustParams()
+    report: ReportParams = ReportParams()
 
     @field_validator("noise_levels")
     @classmethod
@@ -492,6 +503,17 @@ class Params(Section):
         return self
 
 
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override``'s values, section by section (a preset over params.yaml)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def check_choices(kind: str, values: Sequence[str], registry: Iterable[str]) -> None:
     """Raise :class:`ParamsError` unless ``values`` is a non-empty list of names from
     ``registry`` (e.g. a stage's task and method arguments), listing the valid names."""
@@ -520,12 +542,23 @@ def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
         raise ParamsError(f"{source}: invalid parameters:\n  {lines}") from e
 
 
+def read_yaml(path: Path) -> Any:
+    """Parse a params file as DVC does (ruamel, YAML 1.2), so both read the same values: YAML
+    1.1 (PyYAML) reads an unquoted ``no`` as false and ``5e-4`` as a string, and
+    ``dvc exp run -S`` writes values unquoted."""
+    from ruamel.yaml import YAML, YAMLError
+
+    try:
+        return YAML(typ="safe", pure=True).load(path.read_text())
+    except YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from e
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file {str(path)!r} does not exist")
-    with path.open() as f:
-        raw = yaml.safe_load(f) or {}
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     return parse_params(raw, source=str(path))

@@ -8,12 +8,16 @@ is the input's DVC md5, so a run links back to the exact data version.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import numbers
 import os
+import socket
 import subprocess
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +44,22 @@ def artifact_root(uri: str) -> str | None:
         return None
     database = Path(uri.removeprefix("sqlite:///"))
     return (database.resolve().parent / "mlartifacts").as_uri()
+
+
+def check_reachable(uri: str, timeout: float = 10.0) -> None:
+    """Fail at once when nothing listens at an ``http(s)://`` tracking URI: MLflow's client
+    retries a refused connection with back-off for about four minutes before it gives up."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    proxied = urllib.request.getproxies().get(parts.scheme)
+    if proxied and not urllib.request.proxy_bypass(parts.hostname):
+        return  # reached through a proxy: only MLflow's own request can tell
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except (OSError, ValueError) as e:  # refused, unresolvable, timed out, or a bad port
+        raise InputError(f"MLflow tracking store {uri!r} is not reachable: {e}") from e
 
 
 def ensure_experiment(name: str, uri: str) -> str:
@@ -83,16 +103,33 @@ def dvc_md5(path: Path, project_root: Path | None = None) -> str:
     relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else None
     lock = root / "dvc.lock"
     if relative and lock.is_file():
-        for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
-            for out in stage.get("outs", []):
-                if out.get("path") == relative and "md5" in out:
-                    return out["md5"]
+        stat = lock.stat()
+        md5 = _locked_md5s(str(lock), stat.st_mtime_ns, stat.st_size).get(relative)
+        if md5:
+            return md5
     dvc_file = path.with_name(path.name + ".dvc")
     if dvc_file.is_file():
-        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [])
+        outs = (_load_yaml(dvc_file.read_text()) or {}).get("outs", [])
         if outs and "md5" in outs[0]:
             return outs[0]["md5"]
     return computed_md5(path)
+
+
+@functools.lru_cache(maxsize=4)
+def _locked_md5s(lock: str, mtime_ns: int, size: int) -> dict[str, str]:
+    """Every stage output's md5 in ``dvc.lock``, parsed once per version of the file (with
+    90 stages it is large, and the pure-Python YAML parser takes seconds on it)."""
+    stages = (_load_yaml(Path(lock).read_text()) or {}).get("stages", {})
+    return {
+        out["path"]: out["md5"]
+        for stage in stages.values()
+        for out in stage.get("outs", [])
+        if "path" in out and "md5" in out
+    }
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def computed_md5(path: Path) -> str:
@@ -183,6 +220,7 @@ def stage_run(
     from mlflow.data.sources import LocalArtifactDatasetSource
 
     uri = tracking_uri()
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     try:
         experiment_id = ensure_experiment(experiment, uri)

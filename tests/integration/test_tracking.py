@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -72,13 +75,19 @@ def test_failed_stage_marks_the_run_failed(mlflow_uri: str) -> None:
     assert found["status"].tolist() == ["FAILED"]
 
 
-def test_unreachable_store_names_the_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    unreachable = pytest.raises(InputError, match=r"'http://127\.0\.0\.1:9' is not reachable")
-    with unreachable, stage_run("x", "e", {}):
-        pass
+def test_unreachable_store_names_the_uri_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as sock:  # a port nothing listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        for proxy in ("no_proxy", "NO_PROXY"):  # a proxy in the environment skips the check
+            monkeypatch.setenv(proxy, "127.0.0.1")
+        # MLflow's own retries are left as they are: alone they take minutes to give up
+        start = time.monotonic()
+        unreachable = pytest.raises(InputError, match=f"{re.escape(repr(uri))} is not reachable")
+        with unreachable, stage_run("x", "e", {}):
+            pytest.fail("the stage body ran against an unreachable store")
+    assert time.monotonic() - start < 15
 
 
 def test_disabled_run_logs_nothing(mlflow_uri: str) -> None:

@@ -17,12 +17,20 @@ from medran.models.factory import (
     load_local_dir,
     save_local_dir,
 )
+from medran.models.names import known_model_names
 from medran.models.wrappers import ImageEncoder
 
 
 def test_unknown_model_lists_close_matches() -> None:
     with pytest.raises(InputError, match=r"unknown open_clip model 'ViT-B-23'.*ViT-B-32"):
         check_model_name("ViT-B-23")
+
+
+def test_names_known_without_importing_open_clip_are_open_clips_own() -> None:
+    import open_clip
+
+    assert known_model_names() == sorted(open_clip.list_models())  # after the factory's import
+    assert "medran-tiny" in known_model_names()
 
 
 def test_local_dir_without_weights_is_rejected(tmp_path: Path) -> None:

@@ -74,8 +74,33 @@ def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
         load_params(tmp_path / "list.yaml")
 
 
+def test_params_read_as_dvc_writes_them(tmp_path: Path) -> None:
+    """``dvc exp run -S`` rewrites params.yaml with YAML 1.2 (unquoted ``no``, ``5e-4``)."""
+    text = (ROOT / "params.yaml").read_text()
+    text = text.replace('mixed_precision: "no"', "mixed_precision: no")
+    text = text.replace("lr: 0.0005", "lr: 5e-4")
+    (tmp_path / "params.yaml").write_text(text)
+    params = load_params(tmp_path / "params.yaml")
+    assert params.pretrain.mixed_precision == "no"
+    assert params.pretrain.lr == 5e-4
+    (tmp_path / "broken.yaml").write_text("a: [1, 2\n")
+    with pytest.raises(ParamsError, match=r"broken\.yaml: not valid YAML"):
+        load_params(tmp_path / "broken.yaml")
+
+
 def test_a_stage_level_must_be_a_declared_noise_level() -> None:
     params = parse_params(RAW)
     assert params.check_level(0.1) == 0.1
-    with pytest.raises(ParamsError, match=r"noise level 0\.4 is not in noise_levels \[0\.0, 0\.05"):
+    with pytest.raises(ParamsError, match=r"noise level 0\.4 is not in noise_levels \[0\.0, 0\.1"):
         params.check_level(0.4)
+
+
+def test_the_names_params_accept_are_the_registries() -> None:
+    from medran.methods import METHODS
+    from medran.models.finetune import HEADS
+    from medran.params import HEAD_NAMES, METHOD_NAMES, TASK_NAMES
+    from medran.tasks import TASKS
+
+    assert set(TASK_NAMES) == set(TASKS)
+    assert set(METHOD_NAMES) == set(METHODS)
+    assert set(HEAD_NAMES) == set(HEADS)

@@ -9,7 +9,6 @@ they are ordinary built-in names. Released models are written in the ``local-dir
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 from collections.abc import Iterator
@@ -24,11 +23,9 @@ from open_clip.model import get_model_preprocess_cfg
 from safetensors.torch import save_file
 
 from medran.errors import InputError
+from medran.models.names import CONFIG_DIR, CONFIG_FILE, HUB, LOCAL, check_model_name
 
-CONFIG_DIR = Path(__file__).parent / "configs"
-CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
-LOCAL, HUB = "local-dir:", "hf-hub:"
 
 open_clip.add_model_config(CONFIG_DIR)
 
@@ -65,26 +62,6 @@ class ClipModel:
 
 def _arch(clip: ClipModel) -> str:
     return clip.name.split("@")[0]
-
-
-def check_model_name(name: str) -> None:
-    """Fail fast on a name open_clip cannot resolve, listing close matches."""
-    if name.startswith(HUB):
-        return
-    if name.startswith(LOCAL):
-        folder = Path(name.removeprefix(LOCAL))
-        if not (folder / CONFIG_FILE).is_file():
-            raise InputError(f"model {name!r}: {folder / CONFIG_FILE} does not exist")
-        if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
-            raise InputError(f"model {name!r}: no weights (*.safetensors) in {folder}")
-        return
-    known = open_clip.list_models()
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
-        hint = f"close matches: {close}" if close else f"known: {sorted(known)[:20]} ..."
-        raise InputError(
-            f"unknown open_clip model {name!r}; {hint}; or use 'hf-hub:org/repo' / 'local-dir:PATH'"
-        )
 
 
 def model_config(name: str) -> dict[str, Any]:
