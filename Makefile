@@ -7,10 +7,10 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install repro test test-fast lint format lock clean
+.PHONY: help install repro benchmark benchmark-ci test test-fast ui browser js plots lint format lock clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +25,56 @@ install: $(VENV)/.installed ## Create .venv and install the exact locked version
 
 repro: install ## Run the whole pipeline (dvc repro) on the embedded synthetic default
 	dvc repro
-	@echo "Results: reports/ (dvc metrics show), data quality: reports/data_quality/"
+	@echo "Summary: reports/summary.md, figures: reports/figures/, metrics: dvc metrics show"
+	@echo "Compare the runs in the MLflow UI: make ui  (then open http://127.0.0.1:5000)"
 
-test: install ## Run all test tiers (unit, integration, pipeline)
+benchmark: install ## Time the whole default pipeline from nothing -> reports/benchmarks/pipeline.json
+	python -m medran.benchmark
+
+benchmark-ci: install ## The same at CI scale (configs/ci.yaml) -> reports/benchmarks/pipeline-ci.json
+	python -m medran.benchmark --overrides configs/ci.yaml --out reports/benchmarks/pipeline-ci.json
+
+test: install browser js ## Run all test tiers (unit, integration, pipeline)
 	pytest
 
 test-fast: install ## Run the unit and integration tiers only
 	pytest -m "not slow"
+
+PORT ?= 5000
+
+ui: install ## Open the MLflow UI on mlflow.db at 127.0.0.1:5000 (make ui PORT=5001)
+	python -m medran.ui --port $(PORT)
+
+# The browser test drives Debian's Chromium; without it that part skips, naming what is missing.
+browser: ## Install Chromium and chromedriver from Debian if missing (needs root and apt-get)
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+		echo "browser: chromium and chromedriver are installed"; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "browser: not installing chromium (needs root and apt-get); the browser test will skip"; \
+	else \
+		echo "browser: apt-get install chromium chromium-driver"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium chromium-driver >/dev/null \
+		|| echo "browser: apt-get failed; the browser test will skip"; \
+	fi
+
+PLOTS_TEMPLATE := build/plots/template.html
+
+# Vega, Vega-Lite and vega-embed pinned in package.json + package-lock.json, inlined into the
+# page template so the plots open offline (dvc plots show otherwise loads them from a CDN).
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+# For the tests' offline-plots check; without npm that check skips, naming what is missing.
+js:
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory node_modules/.package-lock.json; \
+	else echo "js: npm not found; the offline plots check will skip"; fi
+
+$(PLOTS_TEMPLATE): node_modules/.package-lock.json tools/plots_template.py | install
+	python tools/plots_template.py --out $@
+
+plots: install $(PLOTS_TEMPLATE) ## Render the DVC plots to dvc_plots/index.html (opens offline)
+	dvc plots show --html-template $(PLOTS_TEMPLATE) --out dvc_plots
 
 lint: install ## Check style with ruff
 	ruff check . && ruff format --check .

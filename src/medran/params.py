@@ -345,7 +345,7 @@ class FinetuneParams(Section):
 
     tasks: list[str] = Field(default_factory=lambda: ["cls", "vqa"])
     methods: list[str] = Field(default_factory=lambda: ["lp", "mlp", "nmtune", "ran", "advft"])
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1])
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(16, ge=2)  # >= 2: the rectifier's BatchNorm needs a batch
     eval_batch_size: int = Field(256, ge=1)  # feature encoding and clean evaluation

@@ -17,18 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
+from medran.params import deep_merge
+
 ROOT = Path(__file__).resolve().parents[2]
 COPIED = ("dvc.yaml", "stages", "src", ".dvcignore")
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def ci_params() -> dict[str, Any]:
@@ -89,6 +81,7 @@ def make_repo(path: Path) -> Repo:
     repo.run("git", "config", "user.name", "medran ci")
     repo.run("dvc", "init", "-q")
     repo.run("dvc", "config", "core.analytics", "false")
+    shutil.copytree(ROOT / ".dvc" / "plots", path / ".dvc" / "plots")  # the plot templates
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-q", "-m", "pipeline under test")
     return repo

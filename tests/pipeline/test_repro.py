@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.pipeline.conftest import Repo
+from tests.pipeline.conftest import Repo, ci_params
 
 pytestmark = pytest.mark.slow
 
 
-LEVELS = ("0.0", "0.05", "0.1", "0.2", "0.3", "0.5")
+LEVELS = tuple(repr(float(level)) for level in ci_params()["noise_levels"])
+HIGHEST = LEVELS[-1]
 
 
 def ran(output: str) -> set[str]:
@@ -89,21 +90,31 @@ def test_param_changes_touch_only_their_own_stages(repo_copy: Repo) -> None:
         ("pretrain", "lr", 0.001, {f"pretrain@{p}" for p in LEVELS}),
         ("eval_upstream", "batch_size", 64, {f"eval_upstream@{p}" for p in LEVELS}),
         ("synthesize", "pixel_noise", 0.07, {"synthesize"}),
+        ("eval_robust", "steps", 4, {f"eval_robust@{p}" for p in LEVELS}),
     ]
     for section, key, value, expected in cases:
         assert directly_changed(repo_copy, changed(repo_copy, section, key, value)) == expected, key
     fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
     split_change = changed(repo_copy, "prepare_data", "split_fractions", fractions)
     assert directly_changed(repo_copy, split_change) == {"prepare_data"}
+    # A method's weight reruns that method's stages only, at every level and task.
+    params = repo_copy.params()
+    params["finetune"]["ran"]["w_adv"] = 0.5
+    ran_stages = {f"finetune@{p}-{t}-ran" for p in LEVELS for t in params["finetune"]["tasks"]}
+    assert directly_changed(repo_copy, params) == ran_stages
 
 
 def test_new_noise_level_adds_only_its_own_branch(repo_copy: Repo) -> None:
     params = repo_copy.params()
     params["noise_levels"].append(0.4)
-    repo_copy.set_params(params)
-    # The noisy gate reruns too: it checks nesting across all levels.
-    new_branch = {"build_noisy@0.4", "pretrain@0.4", "eval_upstream@0.4"}
-    assert ran(repo_copy.repro().stdout) == new_branch | {"validate_data@noisy"}
+    new_branch = {f"{stage}@0.4" for stage in ("build_noisy", "pretrain", "eval_upstream")}
+    finetune = params["finetune"]
+    new_branch |= {f"finetune@0.4-{t}-{m}" for t in finetune["tasks"] for m in finetune["methods"]}
+    new_branch |= {"eval_robust@0.4"}
+    # The noisy gate reruns too: it checks nesting across all levels, and so does the report,
+    # which lists every level. (That a new branch runs is what building the pipeline shows;
+    # here nothing runs.)
+    assert directly_changed(repo_copy, params) == new_branch | {"validate_data@noisy", "report"}
 
 
 def test_same_seed_gives_byte_identical_datasets(repo_copy: Repo) -> None:
@@ -149,7 +160,7 @@ def test_amplified_adversarial_image_fails_the_gate_naming_the_row(repo_copy: Re
 
 
 def test_flipped_adversarial_flag_fails_the_noisy_gate_naming_the_row(repo_copy: Repo) -> None:
-    path = repo_copy.path / "data" / "noisy" / "0.1" / "manifest.parquet"
+    path = repo_copy.path / "data" / "noisy" / HIGHEST / "manifest.parquet"
     frame = pd.read_parquet(path)
     victim = frame.index[(frame["split"] == "train") & ~frame["is_adversarial"]][0]
     frame.loc[victim, "is_adversarial"] = True
@@ -159,13 +170,15 @@ def test_flipped_adversarial_flag_fails_the_noisy_gate_naming_the_row(repo_copy:
     assert frame.loc[victim, "id"] in result.stderr + result.stdout
 
 
-def test_one_pretrain_run_per_level_linked_to_its_data_version(built_repo: Repo) -> None:
+def search(repo: Repo, filter_string: str) -> pd.DataFrame:
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{built_repo.path / 'mlflow.db'}")
-    runs = mlflow.search_runs(
-        experiment_names=["medran"], filter_string="tags.stage LIKE 'pretrain@%'"
-    )
+    mlflow.set_tracking_uri(f"sqlite:///{repo.path / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["medran"], filter_string=filter_string)
+
+
+def test_one_pretrain_run_per_level_linked_to_its_data_version(built_repo: Repo) -> None:
+    runs = search(built_repo, "tags.stage LIKE 'pretrain@%'")
     assert sorted(runs["tags.noise_level"]) == sorted(LEVELS)
     assert set(runs["status"]) == {"FINISHED"}
     lock = built_repo.lock()["stages"]
@@ -173,10 +186,35 @@ def test_one_pretrain_run_per_level_linked_to_its_data_version(built_repo: Repo)
         level = run["tags.noise_level"]
         noisy_md5 = next(o["md5"] for o in lock[f"build_noisy@{level}"]["outs"])
         assert run["tags.data_md5.noisy"] == noisy_md5, level
-    filtered = mlflow.search_runs(
-        experiment_names=["medran"], filter_string="tags.noise_level = '0.1'"
-    )
-    assert set(filtered["tags.stage"]) == {"pretrain@0.1", "eval_upstream@0.1"}
-    evals = filtered[filtered["tags.stage"] == "eval_upstream@0.1"].iloc[0]
-    pretrain_run = runs[runs["tags.noise_level"] == "0.1"].iloc[0]
+    evals = search(built_repo, f"tags.stage = 'eval_upstream@{HIGHEST}'").iloc[0]
+    pretrain_run = runs[runs["tags.noise_level"] == HIGHEST].iloc[0]
     assert evals["tags.upstream_run_id"] == pretrain_run["run_id"]
+
+
+def test_downstream_runs_link_to_the_run_they_build_on(built_repo: Repo) -> None:
+    params = ci_params()["finetune"]
+    models = {
+        (t, m, str(s)) for t in params["tasks"] for m in params["methods"] for s in params["seeds"]
+    }
+    lock = built_repo.lock()["stages"]
+    pretrains = search(built_repo, "tags.stage LIKE 'pretrain@%'")
+    for level in LEVELS:
+        pretrain_run = pretrains[pretrains["tags.noise_level"] == level].iloc[0]["run_id"]
+        finetunes = search(
+            built_repo, f"tags.stage LIKE 'finetune@%' and tags.noise_level = '{level}'"
+        )
+        tags = finetunes[["tags.task", "tags.method", "tags.seed"]]
+        assert set(tags.itertuples(index=False, name=None)) == models
+        assert set(finetunes["status"]) == {"FINISHED"}
+        assert set(finetunes["tags.upstream_run_id"]) == {pretrain_run}
+        pretrain_md5 = next(
+            o["md5"] for o in lock[f"pretrain@{level}"]["outs"] if "models" in o["path"]
+        )
+        assert set(finetunes["tags.data_md5.pretrain"]) == {pretrain_md5}
+        robust = search(built_repo, f"tags.stage = 'eval_robust@{level}'")
+        assert len(robust) == len(models)
+        assert set(robust["tags.upstream_run_id"]) == set(finetunes["run_id"])
+        metrics = json.loads(
+            (built_repo.path / f"reports/eval_robust/{level}/metrics.json").read_text()
+        )
+        assert metrics["n_models"] == len(models)

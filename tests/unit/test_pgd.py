@@ -181,6 +181,19 @@ def test_each_check_fires_on_its_own_symptom() -> None:
     assert not checks([40, 80, 0], [85, 85, 5])["monotonic"]
     assert not checks([80, 40, 30], [85, 50, 40])["near_zero_at_large_eps"]
     assert not checks([80, 40, 0], [60, 30, 0])["pgd_at_least_fgsm"]
+    # With a question the attack cannot touch, "near zero" is near the image-blind accuracy.
+    with_blind = robust._report(
+        100,
+        90,
+        dict(zip(eps, [80, 40, 30], strict=True)),
+        dict(zip(eps, [85, 50, 40], strict=True)),
+        32.0,
+        0.1,
+        0.02,
+        blind=0.3,
+    )
+    assert with_blind.checks["near_zero_at_large_eps"]
+    assert with_blind.as_metrics()["blind_accuracy"] == 0.3
 
 
 def test_non_positive_eps_fails_before_any_work() -> None:
@@ -237,6 +250,35 @@ def test_multilabel_exact_match_and_context_batches() -> None:
     assert report.robust_accuracy[32] < report.robust_accuracy[1] <= 20 / 24
     one_label_wrong = default_correct(torch.tensor([[True, False]]), torch.tensor([[1.0, 1.0]]))
     assert one_label_wrong.tolist() == [False]  # exact match
+
+
+class QuestionOrImage(nn.Module):
+    """A VQA-like model: the question alone fixes the answer of the first half of the examples
+    (large logits); the image decides the rest."""
+
+    def __init__(self, image_model: nn.Module):
+        super().__init__()
+        self.image_model = image_model
+
+    def forward(self, images: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.image_model(images) + context
+
+
+def test_near_zero_check_uses_the_question_only_accuracy(model: nn.Module, test_set: tuple) -> None:
+    x, y = test_set
+    context = torch.zeros(len(y), 3)
+    half = len(y) // 2
+    context[torch.arange(half), y[:half]] = 100.0  # answered by the question alone
+    batches = [{"images": x, "targets": y, "context": context}]
+
+    report = robust_metrics(QuestionOrImage(model), batches, F.cross_entropy, EPS_LIST)
+    # Blind: the question half, plus image-half examples another image happens to get right.
+    assert 0.5 <= report.blind_accuracy < 0.8
+    assert report.robust_accuracy[32] == 0.5  # the attack removes all the image gets right
+    assert not report.gradient_masking_suspected
+
+    masked = robust_metrics(QuestionOrImage(Quantised(model)), batches, F.cross_entropy, EPS_LIST)
+    assert not masked.checks["near_zero_at_large_eps"]  # the image half never moved
 
 
 def test_eval_mode_restores_each_module_flag() -> None:

@@ -1,0 +1,153 @@
+"""``report``: the summary of the whole pipeline (DESIGN §9).
+
+Reads every stage's metrics JSON (what params.yaml says should exist), the attack manifest
+and, when present, the run-budget file, and writes ``summary.md`` (noise level x method
+tables with the seed spread, upstream retrieval, attack statistics, data-quality gates,
+gradient-masking flags, missing or failed runs), PNG figures, and plot data for
+``dvc plots``. Everything is logged to one MLflow run ``report``, tagged with the md5 of the
+``dvc.lock`` it summarises. Missing metrics and unfinished MLflow runs are listed by stage
+name; with ``strict`` they then fail the stage, after everything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medran.data.errors import DataError
+from medran.errors import InputError
+from medran.params import ReportParams
+from medran.reporting import attack_figures, figures, plot_data
+from medran.reporting.inputs import Expected, Inputs, Problem, read_benchmarks, read_inputs
+from medran.reporting.results import downstream, upstream
+from medran.reporting.runs import unfinished_runs
+from medran.reporting.summary import Summary, render
+from medran.tracking import git_commit, stage_run
+
+log = logging.getLogger(__name__)
+
+
+class ReportIncompleteError(InputError):
+    """``report.strict`` is set and some expected results are missing or failed."""
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    reports: Path  # the root the stages write metrics under (reports/)
+    data: Path  # the data root (data/): the attack manifest and the images it names
+    lock: Path  # dvc.lock; its md5 tags the MLflow run
+    benchmarks: Path | None  # the run-budget file; optional, read when it exists
+    summary: Path  # summary.md
+    figures: Path  # folder of PNGs
+    plots: Path  # folder of plot data for dvc plots
+
+
+def lock_md5(path: Path) -> str:
+    """md5 of the bytes of ``dvc.lock``: which pipeline state the report summarises."""
+    if not Path(path).is_file():
+        log.warning("no %s: the report is not tied to a pipeline state", path)
+        return "none"
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def run_budget(path: Path | None) -> tuple[dict[str, Any] | None, str]:
+    """The run-budget file and what to say when there is none. It is written outside the
+    pipeline, so a fault in it is a warning, never a failed report."""
+    benchmarks, error = read_benchmarks(path)
+    if error:
+        log.warning("run budget left out: %s", error)
+        return None, f"Left out: {error}."
+    return benchmarks, f"Not measured: no run-budget file `{path}`."
+
+
+def run(
+    params: ReportParams, expected: Expected, paths: ReportPaths, experiment: str
+) -> dict[str, float]:
+    inputs = read_inputs(paths.reports, expected)
+    benchmarks, benchmark_note = run_budget(paths.benchmarks)
+    digest, commit = lock_md5(paths.lock), git_commit()
+    sources = {
+        name: paths.reports / name
+        for name in ("pretrain", "eval_upstream", "finetune", "eval_robust")
+        if (paths.reports / name).is_dir()
+    }
+    run_params = {"report": params, "expected": dataclasses.asdict(expected)}
+    with stage_run("report", experiment, run_params, sources, {"dvc_lock_md5": digest}) as tracker:
+        problems = inputs.problems + unfinished_runs(tracker.run_id, expected.stages())
+        drawn = draw(params, expected, inputs, problems, paths)
+        summary = Summary(
+            expected, inputs, problems, benchmarks, benchmark_note, digest, commit, drawn
+        )
+        paths.summary.parent.mkdir(parents=True, exist_ok=True)
+        paths.summary.write_text(render(summary, params, paths.summary.parent))
+        tracker.log_artifact(paths.summary)
+        tracker.log_artifact(paths.figures, "figures")
+        tracker.log_artifact(paths.plots, "plots")
+        missing = {p.stage for p in problems}
+        metrics = {
+            "expected_stages": float(len(expected.stages())),
+            "stages_with_problems": float(len(missing)),
+            "problems": float(len(problems)),
+            "complete": float(not problems),
+        }
+        tracker.log_metrics(metrics)
+        if problems and params.strict:
+            raise ReportIncompleteError(
+                f"{len(missing)} stage(s) have missing or failed results (report.strict is "
+                f"true; the report was written to {paths.summary}):\n{_listing(problems)}"
+            )
+        if problems:
+            log.warning("report is incomplete:\n%s", _listing(problems))
+    return metrics
+
+
+def draw(
+    params: ReportParams,
+    expected: Expected,
+    inputs: Inputs,
+    problems: list[Problem],
+    paths: ReportPaths,
+) -> list[Path]:
+    """Every figure and plot data file; a figure whose inputs are missing adds a problem."""
+    rows = downstream(inputs, expected)
+    table = upstream(inputs, expected)
+    out, dpi = paths.figures, params.dpi
+    for stale in out.glob("*.png"):  # a figure of a task no longer configured
+        stale.unlink()
+    drawn = []
+    for task in expected.tasks:
+        drawn.append(
+            figures.accuracy_vs_noise(
+                rows, task, expected, out / f"accuracy_vs_noise_{task}.png", dpi
+            )
+        )
+        drawn.append(
+            figures.robust_vs_eps(rows, task, expected, out / f"robust_vs_eps_{task}.png", dpi)
+        )
+    drawn.append(figures.retrieval_vs_noise(table, expected, out / "retrieval_vs_noise.png", dpi))
+    try:
+        attacks = attack_figures.read_attacks(paths.data)
+        drawn.append(
+            attack_figures.example_grid(
+                attacks, paths.data, params.example_rows, out / "attack_examples.png", dpi
+            )
+        )
+        drawn.append(attack_figures.statistics_figure(attacks, out / "attack_statistics.png", dpi))
+    except DataError as e:
+        problems.append(Problem("attack_images", f"no attack figures: {e}"))
+    plot_data.write(
+        paths.plots / plot_data.ACCURACY_VS_NOISE, plot_data.accuracy_vs_noise(rows, expected)
+    )
+    plot_data.write(paths.plots / plot_data.ROBUST_VS_EPS, plot_data.robust_vs_eps(rows, expected))
+    plot_data.write(
+        paths.plots / plot_data.RETRIEVAL_VS_NOISE, plot_data.retrieval_vs_noise(table, expected)
+    )
+    return drawn
+
+
+def _listing(problems: list[Problem]) -> str:
+    return "\n".join(f"  {p.stage}: {p.detail}" for p in sorted(set(problems)))

@@ -1,0 +1,139 @@
+"""The numbers the report shows, one record per noise level x task x method (and per level
+upstream), pulled out of the stages' metrics mappings with their spread over seeds.
+
+A value that is not there is NaN, which tables print as a dash and figures leave out.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from medran.reporting.inputs import Expected, Inputs, robust_key
+
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A metric over seeds: the stage's mean and the population std of the seeds' values."""
+
+    mean: float
+    spread: float
+    n: int  # seeds with a value
+
+    @property
+    def missing(self) -> bool:
+        return math.isnan(self.mean)
+
+
+MISSING = Stat(NAN, NAN, 0)
+
+
+@dataclass(frozen=True)
+class Downstream:
+    """One fine-tuned model (all its seeds): clean test accuracy from ``finetune``, accuracy
+    under PGD per eps from ``eval_robust`` with the clean accuracy of the attacked subset."""
+
+    level: str
+    task: str
+    method: str
+    clean: Stat  # the full test split
+    attacked_clean: Stat  # the eval_robust subset, the eps = 0 point of robust curves
+    robust: dict[float, Stat]
+    n_attacked: float  # test rows attacked per seed (NaN when not evaluated)
+    failed_checks: tuple[str, ...] | None  # gradient-masking checks failed; None: unknown
+
+
+def stat(
+    metrics: dict[str, Any] | None, key: str, seeds: tuple[int, ...], prefix: str = ""
+) -> Stat:
+    """``<prefix><key>`` as the stage averaged it, spread from ``<prefix>seed-<s>.<key>``."""
+    if not metrics:
+        return MISSING
+    values = [_number(metrics.get(f"{prefix}seed-{s}.{key}")) for s in seeds]
+    values = [v for v in values if not math.isnan(v)]
+    mean = _number(metrics.get(f"{prefix}{key}"))
+    if math.isnan(mean) and values:
+        mean = statistics.fmean(values)
+    spread = statistics.pstdev(values) if len(values) > 1 else 0.0
+    return Stat(mean, spread if not math.isnan(mean) else NAN, len(values))
+
+
+def downstream(inputs: Inputs, expected: Expected) -> list[Downstream]:
+    """Every expected model, ordered by level, task, method."""
+    rows = []
+    for level in expected.level_names:
+        robust = inputs.robust.get(level)
+        for task in expected.tasks:
+            for method in expected.methods:
+                finetune = inputs.finetune.get((level, task, method))
+                prefix = f"{task}.{method}."
+                rows.append(
+                    Downstream(
+                        level=level,
+                        task=task,
+                        method=method,
+                        clean=stat(finetune, "test.accuracy", expected.seeds),
+                        attacked_clean=stat(robust, "clean_accuracy", expected.seeds, prefix),
+                        robust={
+                            e: stat(robust, robust_key(e), expected.seeds, prefix)
+                            for e in expected.eps
+                        },
+                        n_attacked=_number((robust or {}).get(f"{prefix}n")),
+                        failed_checks=_failed_checks(robust, prefix),
+                    )
+                )
+    return rows
+
+
+def best_methods(rows: list[Downstream], eps: float) -> set[tuple[str, str, str]]:
+    """(level, task, method) of the highest mean robust accuracy at ``eps`` per level and
+    task. Ties all count, but when every model of a level ties nothing stands out and none
+    is returned; models without a value never count."""
+    values: dict[tuple[str, str], dict[str, float]] = {}
+    for row in rows:
+        if not row.robust[eps].missing:
+            values.setdefault((row.level, row.task), {})[row.method] = row.robust[eps].mean
+    best = set()
+    for (level, task), by_method in values.items():
+        top = max(by_method.values())
+        winners = {m for m, v in by_method.items() if v == top}
+        if len(winners) < len(by_method) or len(by_method) == 1:
+            best |= {(level, task, m) for m in winners}
+    return best
+
+
+def upstream(inputs: Inputs, expected: Expected) -> dict[str, dict[str, float]]:
+    """Per level: the pre-training corpus and loss, retrieval R@k both ways, zero-shot."""
+    table = {}
+    for level in expected.level_names:
+        pretrain = inputs.pretrain.get(level, {})
+        evals = inputs.upstream.get(level, {})
+        row = {k: _number(pretrain.get(k)) for k in ("n_train", "n_adversarial", "final_loss")}
+        for k in expected.recall_at:
+            for direction in ("i2t", "t2i"):
+                row[f"{direction}_r{k}"] = _number(evals.get(f"{direction}_r{k}"))
+        row["zero_shot_accuracy"] = _number(evals.get("zero_shot_accuracy"))
+        table[level] = row
+    return table
+
+
+def _failed_checks(robust: dict[str, Any] | None, prefix: str) -> tuple[str, ...] | None:
+    checks = {k.removeprefix(prefix): v for k, v in (robust or {}).items() if _is_check(k, prefix)}
+    if not checks:
+        return None
+    return tuple(sorted(k.removeprefix("check_") for k, v in checks.items() if _number(v) < 1))
+
+
+def _is_check(key: str, prefix: str) -> bool:
+    return key.startswith(f"{prefix}check_")
+
+
+def _number(value: Any) -> float:
+    """A metric as a float; anything else (absent, a string, a bool) is NaN."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return NAN
+    return float(value)

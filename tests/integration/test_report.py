@@ -1,0 +1,334 @@
+"""The report stage on small hand-made metrics trees: real files, real matplotlib, a real
+SQLite MLflow store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from medran.params import ReportParams
+from medran.pipeline import report
+from medran.reporting.inputs import Expected
+from medran.tracking import stage_run
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPECTED = Expected(
+    levels=(0.0, 0.5),
+    tasks=("cls", "vqa"),
+    methods=("lp", "ran"),
+    seeds=(0, 1),
+    eps=(2.0, 8.0),
+    recall_at=(1, 5),
+    gates=("clean", "adversarial"),
+)
+EXPERIMENT = "medran-test"
+
+
+def accuracy(level: float, method: str, seed: int, eps: float = 0.0) -> float:
+    """Clean accuracy falls with noise; ran resists the attack; seeds differ by 0.02."""
+    clean = 0.9 - 0.2 * level - 0.02 * seed
+    resist = 0.9 if method == "ran" else 0.5
+    return clean * (1 - eps / 16 * (1 - resist)) if eps else clean
+
+
+def write_json(path: Path, content: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content))
+
+
+def robust_metrics(level: float, task: str, method: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for seed in EXPECTED.seeds:
+        values = {"n": 16.0, "clean_accuracy": accuracy(level, method, seed)}
+        values |= {
+            f"robust_accuracy_eps{e:g}": accuracy(level, method, seed, e) for e in EXPECTED.eps
+        }
+        values |= {"check_monotonic": 1.0, "check_near_zero_at_large_eps": float(method != "lp")}
+        values["gradient_masking_suspected"] = float(method == "lp")
+        out |= {f"{task}.{method}.seed-{seed}.{k}": v for k, v in values.items()}
+    for key in values:
+        seeds = [out[f"{task}.{method}.seed-{s}.{key}"] for s in EXPECTED.seeds]
+        out[f"{task}.{method}.{key}"] = sum(seeds) / len(seeds)
+    return out
+
+
+def make_tree(root: Path) -> tuple[Path, Path]:
+    """A reports root and a data root as a CI-scale run leaves them."""
+    reports, data = root / "reports", root / "data"
+    for level in EXPECTED.level_names:
+        write_json(
+            reports / "pretrain" / level / "metrics.json",
+            {"n_train": 96, "n_adversarial": int(96 * float(level)), "final_loss": 2.5},
+        )
+        upstream = {f"{d}_r{k}": 0.1 * k for d in ("i2t", "t2i") for k in EXPECTED.recall_at}
+        write_json(
+            reports / "eval_upstream" / level / "metrics.json",
+            upstream | {"zero_shot_accuracy": 0.4},
+        )
+        robust: dict[str, float] = {}
+        for task in EXPECTED.tasks:
+            for method in EXPECTED.methods:
+                seeds = {
+                    f"seed-{s}.test.accuracy": accuracy(float(level), method, s)
+                    for s in EXPECTED.seeds
+                }
+                finetune = {"test.accuracy": sum(seeds.values()) / len(seeds), **seeds}
+                path = reports / "finetune" / level / f"{task}-{method}" / "metrics.json"
+                write_json(path, finetune | {"test.accuracy_std": 0.01})
+                robust |= robust_metrics(float(level), task, method)
+        write_json(reports / "eval_robust" / level / "metrics.json", robust)
+    attack = {"attacked": 48, "success_rate": 0.9, "cos_target_mean": 0.7, "linf_mean": 7.5}
+    write_json(
+        reports / "attack_images" / "metrics.json", attack | {"linf_max": 8, "psnr_mean": 38.0}
+    )
+    for gate in EXPECTED.gates:
+        write_json(
+            reports / "data_quality" / gate / "result.json",
+            {
+                "suite": gate,
+                "success": gate == "clean",
+                "n_expectations": 12,
+                "n_failed": int(gate != "clean"),
+            },
+        )
+    write_attacks(data, n=3)
+    return reports, data
+
+
+def write_attacks(data: Path, n: int) -> None:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        clean = rng.integers(8, 248, size=(16, 16, 3), dtype=np.uint8)
+        adv = (clean.astype(int) + rng.integers(-8, 9, size=clean.shape)).astype(np.uint8)
+        paths = {
+            "clean_image_path": f"prepared/images/upstream/u{i}.png",
+            "adv_image_path": f"attacks/images/png/u{i}.png",
+        }
+        for key, pixels in (("clean_image_path", clean), ("adv_image_path", adv)):
+            (data / paths[key]).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(data / paths[key])
+        rows.append({
+            "id": f"u{i}", "rank": n - i, **paths, "eps": 8, "linf": 8, "psnr": 38.0 + i,
+            "cos_target": 0.7, "cos_clean": 0.5, "success": True,
+        })  # fmt: skip
+    pd.DataFrame(rows).to_parquet(data / "attacks" / "images" / "manifest.parquet")
+
+
+def paths_for(root: Path, reports: Path, data: Path) -> report.ReportPaths:
+    lock = root / "dvc.lock"
+    lock.write_text("schema: '2.0'\nstages: {}\n")
+    return report.ReportPaths(
+        reports=reports,
+        data=data,
+        lock=lock,
+        benchmarks=reports / "benchmarks" / "pipeline.json",
+        summary=reports / "summary.md",
+        figures=reports / "figures",
+        plots=reports / "report",
+    )
+
+
+def table_rows(summary: str, task: str) -> list[list[str]]:
+    """The cells of the downstream table of ``task``."""
+    section = summary.split(f"## Downstream: {task}\n\n")[1].split("\n\n")[0]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()[2:]]
+
+
+def report_runs() -> pd.DataFrame:
+    """The report runs in this test's store (an earlier test may have set another URI)."""
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    return mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.stage = 'report'")
+
+
+def test_full_tree_gives_tables_figures_plot_data_and_a_tagged_run(
+    tmp_path: Path, mlflow_uri: str
+) -> None:
+    reports, data = make_tree(tmp_path)
+    paths = paths_for(tmp_path, reports, data)
+    metrics = report.run(ReportParams(), EXPECTED, paths, EXPERIMENT)
+    assert metrics["complete"] == 1.0 and metrics["problems"] == 0.0
+
+    summary = paths.summary.read_text()
+    assert "None: every expected stage has its metrics" in summary
+    for task in EXPECTED.tasks:
+        rows = table_rows(summary, task)
+        assert [(r[0], r[1].strip("*")) for r in rows] == [
+            (level, method) for level in EXPECTED.level_names for method in EXPECTED.methods
+        ]
+        # ran resists the attack, so it is the bold one at every level; seeds spread by 0.01.
+        ran_00 = rows[1]
+        assert (
+            ran_00[1] == "**ran**" and ran_00[4].startswith("**") and ran_00[2] == "0.890 ± 0.010"
+        )
+        assert rows[0][1] == "lp" and rows[0][5] == "suspected (near_zero_at_large_eps)"
+        assert ran_00[5] == "ok"
+    assert "largest configured eps, 8/255" in summary
+    assert "| 0.5 | 48 / 96 | 2.500 | 0.100 | 0.500 | 0.100 | 0.500 | 0.400 |" in summary
+    assert "| adversarial | **FAIL** | 12 | 1 |" in summary
+    assert "Not measured: no run-budget file" in summary
+
+    pngs = sorted(p.name for p in paths.figures.glob("*.png"))
+    assert pngs == sorted([
+        "accuracy_vs_noise_cls.png", "accuracy_vs_noise_vqa.png", "robust_vs_eps_cls.png",
+        "robust_vs_eps_vqa.png", "retrieval_vs_noise.png", "attack_examples.png",
+        "attack_statistics.png",
+    ])  # fmt: skip
+    for png in paths.figures.glob("*.png"):
+        with Image.open(png) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+            image.verify()
+        assert f"(figures/{png.name})" in summary
+    records = json.loads((paths.plots / "accuracy_vs_noise.json").read_text())
+    assert len(records) == 2 * 2 * 2 * 3  # levels x tasks x methods x (clean + 2 eps)
+    assert {r["panel"] for r in records} >= {"cls: clean", "vqa: PGD eps 8/255"}
+
+    run = report_runs().iloc[0]
+    assert run["status"] == "FINISHED"
+    assert run["tags.dvc_lock_md5"] == hashlib.md5(paths.lock.read_bytes()).hexdigest()
+    assert run["tags.git_commit"] and run["params.report.strict"] == "False"
+    assert run["metrics.complete"] == 1.0
+    client = mlflow.MlflowClient()
+    artifacts = {a.path for a in client.list_artifacts(run["run_id"])}
+    assert {"summary.md", "figures", "plots"} <= artifacts
+    figures = {a.path for a in client.list_artifacts(run["run_id"], "figures")}
+    assert "figures/attack_examples.png" in figures and len(figures) == len(pngs)
+
+
+def test_missing_metrics_and_failed_runs_are_named_and_shown_as_dashes(
+    tmp_path: Path, mlflow_uri: str
+) -> None:
+    reports, data = make_tree(tmp_path)
+    (reports / "finetune" / "0.5" / "vqa-ran" / "metrics.json").unlink()
+    robust = reports / "eval_robust" / "0.5" / "metrics.json"
+    metrics = json.loads(robust.read_text())
+    write_json(
+        robust, {k: v for k, v in metrics.items() if "eps8" not in k or not k.startswith("cls.lp.")}
+    )
+    (reports / "eval_upstream" / "0.0" / "metrics.json").write_text("{not json")
+    (data / "attacks" / "images" / "manifest.parquet").unlink()
+    # A failed seed that no rerun replaced, and an interrupted run that a rerun finished.
+    with (
+        pytest.raises(RuntimeError),
+        stage_run("finetune@0.5-cls-lp", EXPERIMENT, {}, tags={"seed": 1}),
+    ):
+        raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), stage_run("pretrain@0.0", EXPERIMENT, {}, tags={"seed": 0}):
+        raise RuntimeError("interrupted")
+    with stage_run("pretrain@0.0", EXPERIMENT, {}, tags={"seed": 0}):
+        pass
+
+    paths = paths_for(tmp_path, reports, data)
+    result = report.run(ReportParams(), EXPECTED, paths, EXPERIMENT)
+    assert result["complete"] == 0.0 and result["stages_with_problems"] == 5.0
+
+    summary = paths.summary.read_text()
+    problems = summary.split("## Missing or failed runs\n\n")[1].split("\n\n")[0]
+    assert "`finetune@0.5-vqa-ran`: no metrics file" in problems
+    assert "`finetune@0.5-cls-lp`: MLflow run" in problems and "FAILED (seed 1)" in problems
+    assert "`eval_robust@0.5`: no robust_accuracy_eps8 for cls-lp" in problems
+    assert "`eval_upstream@0.0`: unreadable metrics file" in problems
+    assert "`attack_images`: no attack figures: " in problems and "manifest.parquet" in problems
+    assert not (paths.figures / "attack_examples.png").exists()
+    assert "pretrain@0.0" not in problems
+    vqa_ran_05 = table_rows(summary, "vqa")[3]
+    assert vqa_ran_05[:3] == ["0.5", "**ran**", "—"]  # robust accuracy is there, clean is not
+    cls_lp_05 = table_rows(summary, "cls")[2]
+    assert cls_lp_05[4] == "—" and cls_lp_05[3] != "—"
+    assert "| 0.0 | 0 / 96 | 2.500 | — | — | — | — | — |" in summary
+    assert report_runs().iloc[0]["status"] == "FINISHED"  # not strict: the report succeeds
+
+
+def stage_command(root: Path, params: dict, *extra: str) -> subprocess.CompletedProcess[str]:
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    command = [
+        sys.executable,
+        str(ROOT / "stages" / "report.py"),
+        "--reports",
+        "reports",
+        "--data",
+        "data",
+    ]
+    command += ["--gates", *EXPECTED.gates, "--summary", "reports/summary.md"]
+    command += ["--figures", "reports/figures", "--plots", "reports/report"]
+    command += ["--metrics", "reports/report/metrics.json", *extra]
+    return subprocess.run(
+        command, cwd=root, env=os.environ, capture_output=True, text=True, check=False
+    )
+
+
+def ci_scale_params(strict: bool) -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["experiment"] = EXPERIMENT
+    params["noise_levels"] = list(EXPECTED.levels)
+    params["finetune"] |= {
+        "tasks": list(EXPECTED.tasks),
+        "methods": list(EXPECTED.methods),
+        "seeds": list(EXPECTED.seeds),
+    }
+    params["eval_robust"]["eps"] = list(EXPECTED.eps)
+    params["eval_upstream"]["recall_at"] = list(EXPECTED.recall_at)
+    params["report"]["strict"] = strict
+    return params
+
+
+def test_strict_report_writes_what_it_can_then_exits_2_naming_the_stages(
+    tmp_path: Path, mlflow_uri: str
+) -> None:
+    reports, _ = make_tree(tmp_path)
+    (reports / "finetune" / "0.5" / "vqa-ran" / "metrics.json").unlink()
+    (reports / "data_quality" / "adversarial" / "result.json").unlink()
+
+    result = stage_command(tmp_path, ci_scale_params(strict=True))
+    assert result.returncode == 2, result.stderr
+    assert "report: error: 2 stage(s) have missing or failed results" in result.stderr
+    assert "finetune@0.5-vqa-ran: no metrics file" in result.stderr
+    assert "validate_data@adversarial: no metrics file" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "reports" / "summary.md").is_file()
+    assert (tmp_path / "reports" / "figures" / "attack_examples.png").is_file()
+    assert not (tmp_path / "reports" / "report" / "metrics.json").exists()
+    assert report_runs().iloc[0]["status"] == "FAILED"
+
+    relaxed = stage_command(tmp_path, ci_scale_params(strict=False), "--lock", "missing.lock")
+    assert relaxed.returncode == 0, relaxed.stderr
+    written = json.loads((tmp_path / "reports" / "report" / "metrics.json").read_text())
+    assert written["complete"] == 0.0 and written["stages_with_problems"] == 2.0
+    assert report_runs().iloc[0]["tags.dvc_lock_md5"] == "none"
+
+
+def test_run_budget_is_read_tolerantly(tmp_path: Path, mlflow_uri: str) -> None:
+    reports, data = make_tree(tmp_path)
+    paths = paths_for(tmp_path, reports, data)
+    budget = {
+        "total_wall_s": 301.4,
+        "peak_rss_mb": "lots",  # not a number: shown as a dash
+        "stages": {
+            "pretrain@0.0": {"wall_s": 120.0, "peak_rss_mb": 900.0},
+            "odd": 3,
+            "report": {"wall_s": 9.0},
+        },
+    }
+    write_json(paths.benchmarks, budget)
+    report.run(ReportParams(budget_stages=2), EXPECTED, paths, EXPERIMENT)
+    section = paths.summary.read_text().split("## Run budget\n\n")[1].split("\n\n## ")[0]
+    assert section.startswith(
+        "Whole pipeline: 301 s wall, peak memory — MB. The 2 slowest of 3 stages:"
+    )
+    assert "| `pretrain@0.0` | 120.0 | 900 |" in section and "| `report` | 9.0 | — |" in section
+    assert "odd" not in section
+
+    paths.benchmarks.write_text("{truncated")
+    assert report.run(ReportParams(), EXPECTED, paths, EXPERIMENT)["complete"] == 1.0
+    assert "Left out: unreadable metrics file" in paths.summary.read_text()

@@ -1,0 +1,57 @@
+"""Sweeps are ``dvc exp run -S``: the RAN ablation reruns only what it touches, lands in
+``dvc exp show`` / ``dvc metrics diff``, and with its adversarial terms off equals nmtune."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.pipeline.conftest import Repo
+
+pytestmark = pytest.mark.slow
+
+
+def test_ran_ablation_sweep_reruns_ran_only_and_matches_nmtune(repo_copy: Repo) -> None:
+    repo_copy.run("git", "add", "-A")
+    repo_copy.run("git", "commit", "-q", "-m", "baseline results")
+    params = repo_copy.params()
+    levels = [repr(float(level)) for level in params["noise_levels"]]
+    tasks = params["finetune"]["tasks"]
+
+    result = repo_copy.run(
+        "dvc",
+        "exp",
+        "run",
+        "-n",
+        "no-adv",
+        "-S",
+        "finetune.ran.w_adv=0",
+        "-S",
+        "finetune.ran.w_rect=0",
+    )
+    finetunes = {
+        s for s in re.findall(r"Running stage '([^']+)'", result.stdout) if "finetune" in s
+    }
+    assert finetunes == {f"finetune@{p}-{t}-ran" for p in levels for t in tasks}
+
+    for level in levels:
+        for task in tasks:
+            folder = repo_copy.path / "reports" / "finetune" / level
+            ran = json.loads((folder / f"{task}-ran" / "metrics.json").read_text())
+            nmtune = json.loads((folder / f"{task}-nmtune" / "metrics.json").read_text())
+            scores = [k for k in nmtune if k.startswith(("test.", "val.")) and "wall" not in k]
+            assert {k: ran[k] for k in scores} == {k: nmtune[k] for k in scores}, (level, task)
+
+    shown = json.loads(repo_copy.run("dvc", "exp", "show", "--json").stdout)
+    names = {
+        exp.get("name")
+        for rev in shown
+        for exp in rev.get("experiments") or []
+        for exp in exp["revs"]
+    }
+    assert "no-adv" in names
+    diff = json.loads(repo_copy.run("dvc", "metrics", "diff", "--json").stdout)
+    changed = diff.get("diff", diff)
+    assert any(f"{tasks[0]}-ran" in path for path in changed)
