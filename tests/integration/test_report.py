@@ -170,10 +170,10 @@ def test_full_tree_gives_tables_figures_plot_data_and_a_tagged_run(
         # ran resists the attack, so it is the bold one at every level; seeds spread by 0.01.
         ran_00 = rows[1]
         assert (
-            ran_00[1] == "**ran**" and ran_00[4].startswith("**") and ran_00[2] == "0.890 ± 0.010"
+            ran_00[1] == "**ran**" and ran_00[5].startswith("**") and ran_00[2] == "0.890 ± 0.010"
         )
-        assert rows[0][1] == "lp" and rows[0][5] == "suspected (near_zero_at_large_eps)"
-        assert ran_00[5] == "ok"
+        assert rows[0][1] == "lp" and rows[0][6] == "suspected (near_zero_at_large_eps)"
+        assert ran_00[6] == "ok"
     assert "largest configured eps, 8/255" in summary
     assert "| 0.5 | 48 / 96 | 2.500 | 0.100 | 0.500 | 0.100 | 0.500 | 0.400 |" in summary
     assert "| adversarial | **FAIL** | 12 | 1 |" in summary
@@ -245,7 +245,7 @@ def test_missing_metrics_and_failed_runs_are_named_and_shown_as_dashes(
     vqa_ran_05 = table_rows(summary, "vqa")[3]
     assert vqa_ran_05[:3] == ["0.5", "**ran**", "—"]  # robust accuracy is there, clean is not
     cls_lp_05 = table_rows(summary, "cls")[2]
-    assert cls_lp_05[4] == "—" and cls_lp_05[3] != "—"
+    assert cls_lp_05[5] == "—" and cls_lp_05[4] != "—"
     assert "| 0.0 | 0 / 96 | 2.500 | — | — | — | — | — |" in summary
     assert report_runs().iloc[0]["status"] == "FINISHED"  # not strict: the report succeeds
 

@@ -68,9 +68,9 @@ def test_best_method_is_per_level_counts_ties_and_ignores_missing() -> None:
         ("0.5", "cls", "ran"),
     }
     table = tables.downstream_table("cls", rows, EXPECTED, best_methods(rows, 8.0), 2)
-    assert "| 0.5 | lp | — | — | — | ok |" in table
-    assert "| 0.0 | **advft** | 0.60 | 0.60 | **0.60** | ok |" in table
-    assert "| 0.3 | ran | 0.00 | 0.00 | 0.00 | ok |" in table
+    assert "| 0.5 | lp | — | — | — | — | ok |" in table
+    assert "| 0.0 | **advft** | 0.60 | 0.60 | 0.60 | **0.60** | ok |" in table
+    assert "| 0.3 | ran | 0.00 | 0.00 | 0.00 | 0.00 | ok |" in table
 
 
 def test_problems_are_grouped_by_stage_without_repeats() -> None:

@@ -48,13 +48,14 @@ def downstream_table(
     """Noise level x method for one task, the best method per level in bold, and a note
     saying how the numbers were made."""
     top = expected.largest_eps
-    header = ["noise level", "method", "clean accuracy"]
+    header = ["noise level", "method", "clean accuracy", "clean, attacked subset"]
     header += [f"robust @ {eps_label(e)}" for e in expected.eps] + ["gradient masking"]
     body = []
     attacked = set()
     for row in (r for r in rows if r.task == task):
         bold = (row.level, row.task, row.method) in best
         cells = [row.level, _bold(row.method, bold), with_spread(row.clean, decimals)]
+        cells.append(with_spread(row.attacked_clean, decimals))
         for eps in expected.eps:
             cells.append(_bold(with_spread(row.robust[eps], decimals), bold and eps == top))
         cells.append(_masking(row.failed_checks))
@@ -64,9 +65,9 @@ def downstream_table(
     seeds = len(expected.seeds)
     subset = "/".join(str(n) for n in sorted(attacked)) or DASH
     note = (
-        f"Clean accuracy: the whole test split (finetune). Robust accuracy: white-box L∞ PGD "
-        f"on {subset} test examples (eval_robust); an example counts when it is right both "
-        f"clean and attacked. Mean over {seeds} seed(s)"
+        f"Clean accuracy: the whole test split (finetune), and the {subset} test examples "
+        f"that eval_robust attacks. Robust accuracy: white-box L∞ PGD on those; an example "
+        f"counts when it is right both clean and attacked. Mean over {seeds} seed(s)"
         + (", ± the population std." if seeds > 1 else ".")
         + f" **Bold**: the best method at each noise level by robust accuracy at the largest "
         f"configured eps, {eps_label(top)} (none where every method ties)."
