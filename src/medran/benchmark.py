@@ -33,6 +33,7 @@ import psutil
 import yaml
 
 from medran.params import deep_merge, read_yaml
+from medran.tracking import git_commit
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 MB = 1024 * 1024
@@ -131,13 +132,6 @@ def apply_overrides(params_file: Path, overrides: Path) -> None:
         sys.exit(f"benchmark: --overrides {overrides} is not a file")
     merged = deep_merge(read_yaml(params_file), read_yaml(overrides))
     params_file.write_text(yaml.safe_dump(merged, sort_keys=False))
-
-
-def git_commit(project: Path) -> str:
-    result = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True, check=False
-    )
-    return result.stdout.strip() or "unknown"
 
 
 def main() -> None:

@@ -129,10 +129,12 @@ def robust_metrics(
         for batch in batches:
             images, targets = _to(batch["images"], device), _to(batch["targets"], device)
             context = _to(batch.get("context"), device)
-            right, pgd_counts, fgsm_counts = attacker.batch(images, targets, context, eps_all)
+            right, blind, pgd_counts, fgsm_counts = attacker.batch(
+                images, targets, context, eps_all
+            )
             n, n_right = n + len(images), n_right + right
-            if context is not None:
-                blind_right = (blind_right or 0) + attacker.blind(images, targets, context)
+            if blind is not None:
+                blind_right = (blind_right or 0) + blind
             for eps in eps_all:
                 pgd_right[eps] += pgd_counts.get(eps, 0)
                 fgsm_right[eps] += fgsm_counts.get(eps, 0)
@@ -164,22 +166,20 @@ class _Attacker:
     def fooled(self, logits: torch.Tensor, targets: Any) -> torch.Tensor:
         return ~self.correct(self.predict(logits), targets).bool()
 
-    @torch.no_grad()
-    def blind(self, images: torch.Tensor, targets: Any, context: Any) -> int:
-        """# right both as given and with the batch's images rolled by one (every example
-        then sees another's image; a batch of one keeps its own, which errs lenient)."""
-        right = ~self.fooled(_call(self.model, images, context), targets)
-        rolled = ~self.fooled(_call(self.model, images.roll(1, dims=0), context), targets)
-        return int((right & rolled).sum())
-
     def batch(
         self, images: torch.Tensor, targets: Any, context: Any, eps_all: list[float]
-    ) -> tuple[int, dict[float, int], dict[float, int]]:
-        """(# right on clean, # still right after PGD per eps, same after FGSM)."""
+    ) -> tuple[int, int | None, dict[float, int], dict[float, int]]:
+        """(# right on clean, # of those also right blind, # still right after PGD per eps,
+        same after FGSM). Blind (models with a context only): each example sees the image of
+        the next one in the batch (a batch of one keeps its own, which errs lenient)."""
         with torch.no_grad():
             right = ~self.fooled(_call(self.model, images, context), targets)
+            blind = None
+            if context is not None:
+                rolled = _call(self.model, images.roll(1, dims=0), context)
+                blind = int((right & ~self.fooled(rolled, targets)).sum())
         if not right.any():
-            return 0, {}, {}
+            return 0, blind, {}, {}
         # Only initially right examples are attacked: the others are wrong whatever happens.
         keep = right.nonzero().squeeze(1)
         x, y, c = images[keep], _index(targets, keep), _index(context, keep)
@@ -207,7 +207,7 @@ class _Attacker:
             adv = fgsm(forward, self.loss_fn, x, y, e)
             with torch.no_grad():
                 fgsm_right[eps] = int((~self.fooled(forward(adv), y)).sum())
-        return int(right.sum()), pgd_right, fgsm_right
+        return int(right.sum()), blind, pgd_right, fgsm_right
 
 
 def _check_eps(

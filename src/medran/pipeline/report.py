@@ -12,7 +12,6 @@ name; with ``strict`` they then fail the stage, after everything is written.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from medran.reporting.inputs import Expected, Inputs, Problem, read_benchmarks, 
 from medran.reporting.results import downstream, upstream
 from medran.reporting.runs import unfinished_runs
 from medran.reporting.summary import Summary, render
-from medran.tracking import git_commit, stage_run
+from medran.tracking import computed_md5, git_commit, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ def lock_md5(path: Path) -> str:
     if not Path(path).is_file():
         log.warning("no %s: the report is not tied to a pipeline state", path)
         return "none"
-    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+    return computed_md5(Path(path))
 
 
 def run_budget(path: Path | None) -> tuple[dict[str, Any] | None, str]:
