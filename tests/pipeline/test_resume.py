@@ -4,12 +4,11 @@ and ends where an uninterrupted run ends."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import signal
 import subprocess
-import time
+from pathlib import Path
 
-import psutil
 import pytest
 
 from medran.training.loop import read_progress
@@ -20,40 +19,27 @@ LEVEL = "0.5"
 STAGE = f"pretrain@{LEVEL}"
 CHECKPOINT = f"checkpoints/pretrain/{LEVEL}"
 METRICS = f"reports/pretrain/{LEVEL}/metrics.json"
+KILL_HOOK = Path(__file__).parent / "kill_hook"
 
 
-def training_process(dvc: subprocess.Popen) -> psutil.Process | None:
-    for child in psutil.Process(dvc.pid).children(recursive=True):
-        if "stages/pretrain.py" in " ".join(child.cmdline()):
-            return child
-    return None
-
-
-def kill_after_step(repo: Repo, step: int, timeout: float = 300) -> None:
-    """Start the stage and SIGKILL its training process once a checkpoint passes ``step``."""
-    dvc = subprocess.Popen(
+def kill_9_after_step(repo: Repo, step: int) -> None:
+    """Run the stage with its training process SIGKILLed right after the checkpoint of
+    ``step`` is complete (``kill_hook/sitecustomize.py``): deterministic, however fast
+    the machine trains."""
+    env = repo.env | {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(KILL_HOOK), repo.env.get("PYTHONPATH")])),
+        "MEDRAN_KILL_AFTER_STEP": str(step),
+    }
+    killed = subprocess.run(
         ["dvc", "repro", "--single-item", STAGE],
         cwd=repo.path,
-        env=repo.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    checkpoint = repo.path / CHECKPOINT
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        progress = read_progress(checkpoint) if checkpoint.is_dir() else None
-        if progress and progress["step"] >= step:
-            trainer = training_process(dvc)
-            assert trainer is not None, "training finished before it could be killed"
-            trainer.send_signal(signal.SIGKILL)
-            dvc.wait(timeout=60)
-            assert dvc.returncode != 0
-            return
-        if dvc.poll() is not None:
-            raise AssertionError("the stage ended before reaching the checkpoint to kill at")
-        time.sleep(0.2)
-    dvc.kill()
-    raise AssertionError("no checkpoint appeared in time")
+    assert killed.returncode != 0, killed.stdout + killed.stderr
+    assert not (repo.path / METRICS).exists() or read_progress(repo.path / CHECKPOINT)
 
 
 def test_kill_9_then_repro_resumes_to_the_uninterrupted_result(repo_copy: Repo) -> None:
@@ -64,7 +50,7 @@ def test_kill_9_then_repro_resumes_to_the_uninterrupted_result(repo_copy: Repo) 
     reference = json.loads((repo_copy.path / METRICS).read_text())
 
     shutil.rmtree(repo_copy.path / CHECKPOINT)
-    kill_after_step(repo_copy, step=4)
+    kill_9_after_step(repo_copy, step=3)  # mid-epoch: resuming skips the batches already seen
     resumed = repo_copy.repro("--single-item", STAGE)
     assert "resumed from" in resumed.stderr + resumed.stdout
 
