@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 from collections.abc import Iterator
@@ -14,32 +13,34 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from medran.contracts import EvalRobustPaths, FinetunePaths
 from medran.errors import InputError
 from medran.methods import METHODS
-from medran.methods.checkpoint import WEIGHTS_FILE as WEIGHTS
-from medran.methods.checkpoint import load_finetuned, seed_dir
 from medran.models.factory import create_clip, load_local_dir, save_local_dir
-from medran.params import EvalRobustParams, FinetuneParams, ParamsError, parse_params
+from medran.models.finetuned import WEIGHTS_FILE as WEIGHTS
+from medran.models.finetuned import load_finetuned, seed_dir
+from medran.params import FinetuneParams, ParamsError, deep_merge, parse_params
 from medran.pipeline import eval_robust, finetune
 from medran.tasks import make_task
+from tests.helpers import project_params
 from tests.unit.test_params import with_change
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = "medran-test"
 PRETRAIN_RUN = "pretrain-run-0"
 # Tiny and fast: one-step (FGSM-RS) training attacks, a narrow co-attention head.
-PARAMS = FinetuneParams.model_validate(
-    {
-        "tasks": ["cls", "vqa"],
-        "methods": ["lp", "nmtune", "ran"],
-        "seeds": [0, 1],
-        "epochs": 2,
-        "batch_size": 8,
-        "vqa": {"depth": 1, "width": 32, "heads": 4},
-        "ran": {"steps": 1, "step_size": 5.0},
-    }
-)
-ROBUST = EvalRobustParams(eps=[2.0, 8.0], large_eps=64.0, steps=3, max_examples=8)
+FINETUNE = {
+    "tasks": ["cls", "vqa"],
+    "methods": ["lp", "nmtune", "ran"],
+    "seeds": [0, 1],
+    "epochs": 2,
+    "batch_size": 8,
+    "vqa": {"depth": 1, "width": 32, "heads": 4},
+    "ran": {"steps": 1, "step_size": 5.0},
+}
+ROBUST_CHANGES = {"eps": [2.0, 8.0], "large_eps": 64.0, "steps": 3, "max_examples": 8}
+ALL = project_params(experiment=EXPERIMENT, finetune=FINETUNE, eval_robust=ROBUST_CHANGES)
+PARAMS, ROBUST = ALL.finetune, ALL.eval_robust
 CLS_METHODS = ["lp", "nmtune", "ran"]
 VQA_METHODS = ["lp"]
 
@@ -70,19 +71,27 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def finetune_run(
     data_root: Path, pretrain_dir: Path, work: Path, task: str, method: str, **changes
 ) -> dict[str, float]:
-    params = PARAMS.model_copy(update=changes)
-    out = work / "models" / f"{task}-{method}"
-    return finetune.run(
-        params, 0.0, task, method, data_root, pretrain_dir, out, work / "cache", EXPERIMENT
+    params = project_params(experiment=EXPERIMENT, finetune=deep_merge(FINETUNE, changes))
+    paths = FinetunePaths(
+        data=data_root,
+        pretrain=pretrain_dir,
+        out=work / "models" / f"{task}-{method}",
+        cache=work / "cache",
+        metrics=work / "metrics.json",
     )
+    return finetune.run(params, paths=paths, level=0.0, task=task, method=method)
 
 
 def robust_run(
     data_root: Path, pretrain_dir: Path, models: Path, tasks: list[str], methods: list[str]
 ) -> dict[str, float]:
-    return eval_robust.run(
-        ROBUST, 0.0, data_root, pretrain_dir, models, EXPERIMENT, tasks, methods, PARAMS.seeds
+    params = project_params(
+        experiment=EXPERIMENT,
+        finetune=FINETUNE | {"tasks": tasks, "methods": methods},
+        eval_robust=ROBUST_CHANGES,
     )
+    paths = EvalRobustPaths(data_root, pretrain_dir, models, models / "metrics.json")
+    return eval_robust.run(params, paths=paths, level=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +143,7 @@ def test_finetune_writes_models_metrics_and_lineage(
 def test_ran_without_adversarial_terms_is_nmtune(
     finetuned: dict, data_root: Path, pretrain_dir: Path, work: Path, store: str
 ) -> None:
-    off = PARAMS.ran.model_copy(update={"w_adv": 0.0, "w_rect": 0.0})
+    off = {"w_adv": 0.0, "w_rect": 0.0}
     metrics = finetune_run(data_root, pretrain_dir, work / "off", "cls", "ran", ran=off)
     nmtune = finetuned[("cls", "nmtune")]
     # Exactly the same scores (NaN where a metric is undefined on this tiny split) ...
@@ -229,7 +238,7 @@ def test_unknown_task_or_method_fails_before_any_work(
     [
         ("finetune.tasks", ["cls", "seg"], r"finetune\.tasks .*valid tasks: \['cls', 'vqa'\]"),
         ("finetune.methods", ["lora"], r"unknown method \['lora'\]; valid methods: \['advft'"),
-        ("finetune.head", "svm", r"finetune\.head = 'svm': unknown head .*\['linear', 'mlp'\]"),
+        ("finetune.nmtune.head", "svm", r"finetune\.nmtune\.head = 'svm': .*'linear' or 'mlp'"),
         ("finetune.ran.w_foo", 1.0, r"finetune\.ran\.w_foo: unknown key"),
         ("finetune.ran.w_adv", -1.0, r"finetune\.ran\.w_adv = -1\.0"),
         ("finetune.vqa.width", 30, r"width 30 must divide by heads 4"),
@@ -245,12 +254,7 @@ def test_bad_params_are_named(path: str, value: object, expected: str) -> None:
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_method_sections_mirror_the_method_configs(method: str) -> None:
-    """Every config field is a param (``head`` is shared), with the config's own default."""
-    section = getattr(FinetuneParams(), method)
-    fields = {
-        f.name: f.default
-        for f in dataclasses.fields(METHODS[method].config_class)
-        if f.name != "head"
-    }
-    assert section.model_dump() == fields
+def test_a_method_config_is_its_params_section(method: str) -> None:
+    """One definition: the method takes the class of its ``finetune.<method>`` section."""
+    assert METHODS[method].config_class is FinetuneParams.method_section(method)
+    assert isinstance(ALL.finetune.method_config(method), METHODS[method].config_class)

@@ -22,6 +22,9 @@ from medran.data.synthetic import attributes as vocab
 from medran.data.synthetic.text import caption
 from medran.errors import InputError
 from medran.params import AttackCaptionsParams
+from tests.helpers import section
+
+CAPTIONS = section("attack_captions").model_dump()
 
 
 def synthetic_captions(n: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -153,9 +156,9 @@ def test_unknown_backend_lists_the_registry() -> None:
     with pytest.raises(InputError, match=r"'nope'.*\['captioner', 'llm', 'rules'\]"):
         get_backend("nope")
     with pytest.raises(ValidationError, match="backend"):
-        AttackCaptionsParams(backend="nope")
+        AttackCaptionsParams.model_validate(CAPTIONS | {"backend": "nope"})
     with pytest.raises(ValidationError, match=r"llm\.model"):
-        AttackCaptionsParams(backend="llm")
+        AttackCaptionsParams.model_validate(CAPTIONS | {"backend": "llm"})
 
 
 def test_llm_output_checks() -> None:

@@ -8,12 +8,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from medran.errors import InputError
-from medran.methods import METHODS, RAN, NMTune, NMTuneConfig, RANConfig, get_method
+from medran.methods import METHODS, RAN, get_method
 from medran.methods.base import Method, trainable_parameters
 from medran.methods.rectifier import Rectifier
 from medran.methods.regularizers import covariance_term, mse_term, singular_value_term
+from tests.helpers import section
 
 DIM, CLASSES, SIZE = 8, 3, 8
+
+
+def method_of(name: str, **changes: object) -> Method:
+    """Method ``name`` with its params.yaml section, ``changes`` applied as params would be."""
+    return get_method(name, section("finetune", **{name: changes}).method_config(name))
 
 
 class Encoder(nn.Module):
@@ -139,7 +145,7 @@ def test_rectifier_is_identity_at_zero_scale_and_handles_tokens() -> None:
 @pytest.mark.parametrize("vqa", [False, True], ids=["cls", "vqa"])
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_method_contract(name: str, vqa: bool) -> None:
-    method = get_method(name)
+    method = method_of(name)
     model = StandIn(method, tokens=vqa).train()
     objective = method.objective(F.cross_entropy)
     losses = objective(model, make_batch(model, method, vqa))
@@ -155,7 +161,7 @@ def test_method_contract(name: str, vqa: bool) -> None:
 def test_registry_declares_what_each_method_needs() -> None:
     declared = {
         name: (m.head_type, m.needs_rectifier, m.adversarial)
-        for name, m in ((name, get_method(name)) for name in METHODS)
+        for name, m in ((name, method_of(name)) for name in METHODS)
     }
     assert declared == {
         "lp": ("linear", False, False),
@@ -164,32 +170,32 @@ def test_registry_declares_what_each_method_needs() -> None:
         "ran": ("linear", True, True),
         "advft": ("linear", False, True),
     }
-    assert get_method("ran", w_adv=0.0, w_rect=0.0).adversarial is False
-    assert get_method("nmtune", head="mlp").head_type == "mlp"
+    assert method_of("ran", w_adv=0.0, w_rect=0.0).adversarial is False
+    assert method_of("nmtune", head="mlp").head_type == "mlp"
 
 
 def test_unknown_method_lists_the_names() -> None:
     with pytest.raises(InputError) as error:
-        get_method("lora")
+        get_method("lora", section("finetune").lp)
     assert str(sorted(METHODS)) in str(error.value)
 
 
 def test_configs_reject_unknown_keys_and_bad_values() -> None:
-    with pytest.raises(InputError, match="w_mse"):
-        get_method("nmtune", w_mse=-1.0)
-    with pytest.raises(InputError, match="allowed"):
-        get_method("ran", w_adverserial=1.0)
-    with pytest.raises(InputError, match="head"):
-        get_method("advft", head="transformer")
-    with pytest.raises(InputError, match="steps"):
-        get_method("ran", steps="5")
-    assert get_method("ran", eps=8).config.eps == 8.0  # ints are fine for float fields
-    with pytest.raises(InputError, match="RANConfig"):
-        RAN(NMTuneConfig())
+    with pytest.raises(InputError, match=r"finetune\.nmtune\.w_mse = -1\.0"):
+        method_of("nmtune", w_mse=-1.0)
+    with pytest.raises(InputError, match=r"finetune\.ran\.w_adverserial: unknown key"):
+        method_of("ran", w_adverserial=1.0)
+    with pytest.raises(InputError, match=r"finetune\.advft\.head = 'transformer'"):
+        method_of("advft", head="transformer")
+    with pytest.raises(InputError, match=r"finetune\.ran\.steps = 'five'"):
+        method_of("ran", steps="five")
+    assert method_of("ran", eps=8).config.eps == 8.0  # ints are fine for float fields
+    with pytest.raises(InputError, match="RANParams"):
+        RAN(section("finetune").nmtune)
 
 
 def test_zero_weight_skips_its_term() -> None:
-    method = get_method("nmtune", w_svd=0.0, w_cov=0.0)
+    method = method_of("nmtune", w_svd=0.0, w_cov=0.0)
     model = StandIn(method).train()
     assert set(method.losses(model, make_batch(model, method), F.cross_entropy)) == {
         "loss",
@@ -199,7 +205,7 @@ def test_zero_weight_skips_its_term() -> None:
 
 
 def test_ran_adversarial_term_increases_the_loss_and_restores_modes() -> None:
-    method = get_method("ran", eps=8.0)
+    method = method_of("ran", eps=8.0)
     model = StandIn(method).train()
     model.encoder.eval()  # the owner keeps the frozen encoder in eval mode
     losses = method.losses(model, make_batch(model, method), F.cross_entropy)
@@ -213,7 +219,7 @@ def test_ran_adversarial_term_increases_the_loss_and_restores_modes() -> None:
 
 def test_ran_without_adversarial_weights_is_nmtune_exactly() -> None:
     results = []
-    for method in (NMTune(), RAN(RANConfig(w_adv=0.0, w_rect=0.0))):
+    for method in (method_of("nmtune"), method_of("ran", w_adv=0.0, w_rect=0.0)):
         model = StandIn(method, seed=3).train()
         batch = make_batch(model, method)
         batch["images"] = torch.rand(12, 3, SIZE, SIZE)  # present, so an attack could run
@@ -229,7 +235,7 @@ def test_ran_without_adversarial_weights_is_nmtune_exactly() -> None:
     assert torch.equal(nm_rng, ran_rng)  # no random start was drawn
 
     # Positive control: with its weights on, RAN does draw the random starts.
-    method = get_method("ran")
+    method = method_of("ran")
     model = StandIn(method).train()
     torch.manual_seed(7)
     method.losses(model, make_batch(model, method), F.cross_entropy)
@@ -237,7 +243,7 @@ def test_ran_without_adversarial_weights_is_nmtune_exactly() -> None:
 
 
 def test_advft_trains_only_the_head() -> None:
-    method = get_method("advft", w_clean=1.0)
+    method = method_of("advft", w_clean=1.0)
     model = StandIn(method).train()
     assert isinstance(model.rectifier, nn.Identity)
     losses = method.losses(model, make_batch(model, method), F.cross_entropy)
@@ -247,7 +253,7 @@ def test_advft_trains_only_the_head() -> None:
 
 
 def test_adversarial_methods_need_images() -> None:
-    method = get_method("advft")
+    method = method_of("advft")
     model = StandIn(method)
     batch = {"z": torch.randn(4, DIM), "targets": torch.zeros(4, dtype=torch.long)}
     with pytest.raises(InputError, match="images"):
@@ -255,7 +261,7 @@ def test_adversarial_methods_need_images() -> None:
 
 
 def test_trainable_fraction_counts_the_frozen_encoder() -> None:
-    model = StandIn(get_method("nmtune"))
+    model = StandIn(method_of("nmtune"))
     encoder = 3 * SIZE * SIZE * DIM + DIM
     rectifier = (DIM * 4 * DIM + 4 * DIM) + 2 * 4 * DIM + (4 * DIM * DIM + DIM) + DIM
     head = DIM * CLASSES + CLASSES

@@ -96,11 +96,22 @@ def test_a_stage_level_must_be_a_declared_noise_level() -> None:
 
 
 def test_the_names_params_accept_are_the_registries() -> None:
+    from medran import names
     from medran.methods import METHODS
     from medran.models.finetune import HEADS
-    from medran.params import HEAD_NAMES, METHOD_NAMES, TASK_NAMES
     from medran.tasks import TASKS
 
-    assert set(TASK_NAMES) == set(TASKS)
-    assert set(METHOD_NAMES) == set(METHODS)
-    assert set(HEAD_NAMES) == set(HEADS)
+    assert set(names.TASKS) == set(TASKS)
+    assert set(names.METHODS) == set(METHODS)
+    assert set(names.HEADS) == set(HEADS)
+
+
+def test_a_missing_value_is_named_not_defaulted() -> None:
+    """Sections have no defaults: params.yaml must spell out what the code reads."""
+    raw = copy.deepcopy(RAW)
+    del raw["finetune"]["ran"]["w_adv"]
+    del raw["eval_robust"]["steps"]
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    assert "finetune.ran.w_adv: required key is missing" in str(error.value)
+    assert "eval_robust.steps: required key is missing" in str(error.value)

@@ -1,26 +1,21 @@
-"""Downstream fine-tuning methods (DESIGN §6): a registry of small method objects.
+"""Downstream fine-tuning methods (docs/architecture.md, "Methods"): a registry of small
+method objects, keyed by ``medran.names.METHODS``.
 
 ``lp`` linear probe, ``mlp`` MLP head, ``nmtune`` NMTune's rectifier and regularisers,
 ``ran`` NMTune plus an adversarial term (our RAN), ``advft`` adversarial training of the head.
+Each method's config is its ``finetune.<method>`` params section.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from medran.errors import InputError
-from medran.methods.advft import AdvFT, AdvFTConfig
-from medran.methods.base import (
-    AttackConfig,
-    Method,
-    MethodConfig,
-    make_config,
-    trainable_parameters,
-)
+from medran.methods.advft import AdvFT
+from medran.methods.base import Method, trainable_parameters
 from medran.methods.lp import LinearProbe
 from medran.methods.mlp import MLPProbe
-from medran.methods.nmtune import NMTune, NMTuneConfig
-from medran.methods.ran import RAN, RANConfig
+from medran.methods.nmtune import NMTune
+from medran.methods.ran import RAN
+from medran.params import MethodParams
 
 METHODS: dict[str, type[Method]] = {
     "lp": LinearProbe,
@@ -31,27 +26,21 @@ METHODS: dict[str, type[Method]] = {
 }
 
 
-def get_method(name: str, **overrides: Any) -> Method:
-    """The method called ``name``, its config built from ``overrides`` (params values)."""
+def get_method(name: str, config: MethodParams) -> Method:
+    """The method called ``name`` with ``config``, its ``finetune.<name>`` section."""
     if name not in METHODS:
         raise InputError(f"unknown method {name!r}; allowed: {sorted(METHODS)}")
-    method = METHODS[name]
-    return method(make_config(method.config_class, overrides))
+    return METHODS[name](config)
 
 
 __all__ = [
     "METHODS",
     "RAN",
     "AdvFT",
-    "AdvFTConfig",
-    "AttackConfig",
     "LinearProbe",
     "MLPProbe",
     "Method",
-    "MethodConfig",
     "NMTune",
-    "NMTuneConfig",
-    "RANConfig",
     "get_method",
     "trainable_parameters",
 ]

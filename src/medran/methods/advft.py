@@ -6,45 +6,18 @@ plus ``w_clean`` times the clean task loss. No rectifier, no regularisers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from medran.methods.base import (
-    HEAD_TYPES,
-    AttackConfig,
-    Batch,
-    LossFn,
-    Method,
-    check_fields,
-    clean_features,
-    craft,
-)
-
-
-@dataclass(frozen=True)
-class AdvFTConfig(AttackConfig):
-    """Head type, the training PGD's budget (1/255 units) and the clean-loss weight.
-
-    w_clean 0.0 is Madry et al.'s adversarial training (adversarial loss only); 1.0 gives the
-    usual clean + adversarial mix.
-    """
-
-    head: str = "linear"
-    w_clean: float = 0.0
-
-    def validate(self) -> None:
-        super().validate()
-        check_fields(self, ("head",), lambda v: v in HEAD_TYPES, str(list(HEAD_TYPES)))
-        check_fields(self, ("w_clean",), lambda v: v >= 0, ">= 0")
+from medran.methods.base import Batch, LossFn, Method, clean_features, craft
+from medran.params import AdvFTParams
 
 
 class AdvFT(Method):
     """Task loss on PGD examples (plus ``w_clean`` x clean task loss); only the head trains."""
 
     name = "advft"
-    config_class = AdvFTConfig
+    config_class = AdvFTParams
 
     @property
     def adversarial(self) -> bool:

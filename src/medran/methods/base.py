@@ -3,9 +3,8 @@
 A method is a small object: it says which head it wants, whether it needs NMTune's rectifier,
 whether it needs raw images every step (adversarial methods) or can train on cached encoder
 features, and turns a batch into named losses for the one training loop (``"loss"`` is
-optimised, the rest are logged). Its settings are a frozen dataclass whose fields are the
-method's params; every method carries the optimiser defaults of NMTune (AdamW, lr 1e-3,
-weight decay 1e-4, the loop's cosine schedule).
+optimised, the rest are logged). Its config is its own section of ``params.yaml``
+(``finetune.<method>``, a class in ``medran.params.finetune``): there is no second definition.
 
 The model is a ``FineTuneModel`` (``medran.models.finetune``): a frozen ``encoder``, a
 ``rectifier`` (identity unless the method builds one) and a ``head`` taking
@@ -16,101 +15,32 @@ VQA) and either ``z`` (cached encoder features) or ``images`` ((B, 3, H, W) in [
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from medran.attacks.pgd import Budget, eval_mode, pgd
 from medran.errors import InputError
-from medran.evaluation.pgd import eval_mode, pgd
+from medran.params import AttackParams, MethodParams
 
 Batch = Mapping[str, Any]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, targets) -> scalar
 Objective = Callable[[nn.Module, Batch], dict[str, torch.Tensor]]
-HEAD_TYPES = ("linear", "mlp")
-
-
-def check_fields(
-    config: object, names: tuple[str, ...], ok: Callable[[Any], bool], allowed: str
-) -> None:
-    """Raise :class:`InputError` naming the first field whose value ``ok`` rejects."""
-    for name in names:
-        value = getattr(config, name)
-        if not ok(value):
-            raise InputError(f"{type(config).__name__}.{name} = {value!r}; allowed: {allowed}")
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    """Optimiser settings every method has (the schedule is the loop's warmup + cosine)."""
-
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 0
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        check_fields(self, ("lr",), lambda v: v > 0, "> 0")
-        check_fields(self, ("weight_decay", "warmup_steps"), lambda v: v >= 0, ">= 0")
-
-
-@dataclass(frozen=True)
-class AttackConfig(MethodConfig):
-    """The training-time PGD of adversarial methods, budgets in 1/255 pixel units.
-
-    eps 4/255 sits mid-way in the evaluated range (1-8/255): a larger training budget costs
-    clean accuracy on small medical sets. step 2/255 is Madry's 2.5 * eps / steps, so five
-    steps can cross the ball from any random start. Five steps keep CPU runs affordable.
-    """
-
-    eps: float = 4.0
-    step_size: float = 2.0
-    steps: int = 5
-
-    def validate(self) -> None:
-        super().validate()
-        check_fields(self, ("eps", "step_size"), lambda v: 0 < v <= 255, "in (0, 255] (1/255)")
-        check_fields(self, ("steps",), lambda v: v >= 1, ">= 1")
-
-
-def make_config(config_class: type[MethodConfig], overrides: Mapping[str, Any]) -> MethodConfig:
-    """Build a config from params, rejecting unknown keys and values of the wrong type."""
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        raise InputError(
-            f"unknown {config_class.__name__} keys {unknown}; allowed: {sorted(fields)}"
-        )
-    values = {}
-    for key, value in overrides.items():
-        expected = type(fields[key].default)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(value) is not expected:
-            raise InputError(
-                f"{config_class.__name__}.{key} = {value!r} must be {expected.__name__}"
-            )
-        values[key] = value
-    return config_class(**values)
 
 
 class Method(ABC):
     """Base class of the fine-tuning methods (see the module docstring for the contract)."""
 
     name: ClassVar[str]
-    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    config_class: ClassVar[type[MethodParams]] = MethodParams
     default_head: ClassVar[str] = "linear"
     needs_rectifier: ClassVar[bool] = False
 
-    def __init__(self, config: MethodConfig | None = None):
-        config = self.config_class() if config is None else config
+    def __init__(self, config: MethodParams):
         if not isinstance(config, self.config_class):
             raise InputError(
                 f"method {self.name!r} takes a {self.config_class.__name__}, "
@@ -166,7 +96,7 @@ def require_images(batch: Batch, method: str) -> torch.Tensor:
 
 
 def craft(
-    model: nn.Module, batch: Batch, loss_fn: LossFn, config: AttackConfig, method: str
+    model: nn.Module, batch: Batch, loss_fn: LossFn, config: AttackParams, method: str
 ) -> torch.Tensor:
     """PGD examples against the current model (encoder + rectifier + head), in eval mode.
 
@@ -175,13 +105,9 @@ def craft(
     starts come from the global RNG, which the loop seeds and checkpoints.
     """
     images, targets, context = require_images(batch, method), batch["targets"], batch.get("context")
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return model(x, context)
-
+    budget = Budget(config.eps / 255, config.step_size / 255, config.steps, random_start=True)
     with eval_mode(model):
-        eps, step_size = config.eps / 255, config.step_size / 255
-        return pgd(forward, loss_fn, images, targets, eps, step_size, config.steps)
+        return pgd(lambda adv: loss_fn(model(adv, context), targets), images, budget)
 
 
 def trainable_parameters(model: nn.Module) -> tuple[int, float]:

@@ -7,41 +7,13 @@ singular values of z'). A weight of 0 removes its term and skips computing it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from medran.methods.base import (
-    HEAD_TYPES,
-    Batch,
-    LossFn,
-    Method,
-    MethodConfig,
-    check_fields,
-    clean_features,
-)
+from medran.methods.base import Batch, LossFn, Method, clean_features
 from medran.methods.rectifier import Rectifier
 from medran.methods.regularizers import covariance_term, mse_term, singular_value_term
-
-
-@dataclass(frozen=True)
-class NMTuneConfig(MethodConfig):
-    """NMTune's defaults (its paper and code): w_mse 1.0, w_cov 0.04, w_svd 0.001, k 5."""
-
-    head: str = "linear"
-    hidden_ratio: int = 4
-    scale_init: float = 0.1
-    w_mse: float = 1.0
-    w_cov: float = 0.04
-    w_svd: float = 0.001
-    k: int = 5
-
-    def validate(self) -> None:
-        super().validate()
-        check_fields(self, ("head",), lambda v: v in HEAD_TYPES, str(list(HEAD_TYPES)))
-        check_fields(self, ("hidden_ratio", "k"), lambda v: v >= 1, ">= 1")
-        check_fields(self, ("scale_init", "w_mse", "w_cov", "w_svd"), lambda v: v >= 0, ">= 0")
+from medran.params import NMTuneParams
 
 
 def regularised_losses(
@@ -49,7 +21,7 @@ def regularised_losses(
     z: torch.Tensor,
     batch: Batch,
     loss_fn: LossFn,
-    config: NMTuneConfig,
+    config: NMTuneParams,
 ) -> dict[str, torch.Tensor]:
     """NMTune's named losses for frozen features ``z``; ``"loss"`` is their weighted total."""
     z_rect = model.rectifier(z)
@@ -72,7 +44,7 @@ class NMTune(Method):
     """Rectifier + head trained with NMTune's regularised loss on frozen (cacheable) features."""
 
     name = "nmtune"
-    config_class = NMTuneConfig
+    config_class = NMTuneParams
     needs_rectifier = True
 
     def build_rectifier(self, dim: int) -> nn.Module:

@@ -1,4 +1,4 @@
-"""``ran``: our RAN, NMTune plus an adversarial term (DESIGN §6).
+"""``ran``: our RAN, NMTune plus an adversarial term (docs/architecture.md, "Methods").
 
 Each step crafts x_adv by PGD against the current model (frozen encoder + rectifier + head)
 and adds, to NMTune's loss,
@@ -13,38 +13,20 @@ can train on cached features); each weight set to 0 also skips its own computati
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from medran.methods.base import AttackConfig, Batch, LossFn, check_fields, clean_features, craft
-from medran.methods.nmtune import NMTune, NMTuneConfig, regularised_losses
+from medran.methods.base import Batch, LossFn, clean_features, craft
+from medran.methods.nmtune import NMTune, regularised_losses
 from medran.methods.regularizers import mse_term
-
-
-@dataclass(frozen=True)
-class RANConfig(NMTuneConfig, AttackConfig):
-    """NMTune's fields, the training PGD's (1/255 units) and the two adversarial weights.
-
-    w_adv 1.0 weighs the adversarial task loss like the clean one (the usual 50/50 mix of
-    clean and adversarial training); w_rect 1.0 matches NMTune's MSE weight, the term having
-    the same form and scale.
-    """
-
-    w_adv: float = 1.0
-    w_rect: float = 1.0
-
-    def validate(self) -> None:
-        super().validate()
-        check_fields(self, ("w_adv", "w_rect"), lambda v: v >= 0, ">= 0")
+from medran.params import RANParams
 
 
 class RAN(NMTune):
     """NMTune + PGD adversarial task loss + rectification of adversarial features."""
 
     name = "ran"
-    config_class = RANConfig
+    config_class = RANParams
 
     @property
     def adversarial(self) -> bool:

@@ -28,17 +28,21 @@ from accelerate import Accelerator
 from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, Dataset
 
-from medran import layout
+from medran import contracts, layout
+from medran.contracts import TEST_ACCURACY, FinetunePaths, read_run_id, stage_id
 from medran.data.errors import DataError
-from medran.methods import METHODS, Method, get_method, trainable_parameters
-from medran.methods.checkpoint import build_model, read_run_id, save_finetuned, seed_dir
+from medran.devices import pick_device
+from medran.evaluation.seeds import summarize_seeds
+from medran.methods import Method, get_method, trainable_parameters
 from medran.models.factory import ClipModel, load_local_dir
 from medran.models.finetune import FineTuneModel
-from medran.params import FinetuneParams, check_choices
-from medran.tasks import TASKS, Split, Task, make_task
+from medran.models.finetuned import build_model, save_finetuned, seed_dir
+from medran.names import METHODS, TASKS
+from medran.params import FinetuneParams, Params, check_choices
+from medran.tasks import Split, Task, make_task
 from medran.tasks.features import cached_features, encode_split, feature_key
 from medran.tracking import stage_run
-from medran.training.loop import LoopConfig, make_accelerator, train
+from medran.training.loop import LoopConfig, LoopHooks, make_accelerator, train
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -74,47 +78,47 @@ class Job:
 
 
 def run(
-    params: FinetuneParams,
-    level: float,
-    task_name: str,
-    method_name: str,
-    data_root: Path,
-    pretrain_dir: Path,
-    out_dir: Path,
-    cache_dir: Path,
-    experiment: str,
+    params: Params, *, paths: FinetunePaths, level: float, task: str, method: str
 ) -> dict[str, float]:
-    check_choices("task", [task_name], TASKS)
-    check_choices("method", [method_name], METHODS)
-    start = time.perf_counter()
-    method = get_method(method_name, **params.method_config(method_name))
-    prepared = data_root / layout.PREPARED
-    task = make_task(task_name, prepared, **task_options(params, task_name))
-    pretrain_run = read_run_id(pretrain_dir)
-    accelerator = make_accelerator(cpu=params.device == "cpu" or not torch.cuda.is_available())
-    clip = load_local_dir(pretrain_dir)
-    clip.model.to(accelerator.device)
-    splits = load_splits(task, clip, method, cache_dir, params.eval_batch_size)
-    config = {
-        "stage": f"finetune@{layout.level_name(level)}-{task_name}-{method_name}",
-        "level": level,
-        "task": task_name,
-        "task_options": task_options(params, task_name),
-        "method": method_name,
-        "method_config": dataclasses.asdict(method.config),
-        "head": method.head_type,
-        "head_options": head_options(params, task_name, method.head_type),
-        "classes": task.classes,
-        "upstream_run_id": pretrain_run,
-    }
-    inputs = {"prepared": prepared, "pretrain": pretrain_dir}
-    job = Job(params, task, clip, method, splits, accelerator, config, inputs, experiment)
-    for stale in Path(out_dir).glob("seed-*"):  # no model of an earlier run survives
+    check_choices("task", [task], TASKS)
+    check_choices("method", [method], METHODS)
+    start, section = time.perf_counter(), params.finetune
+    job = prepare_job(params, paths, level, task, method)
+    for stale in Path(paths.out).glob("seed-*"):  # no model of an earlier run survives
         shutil.rmtree(stale)
-    per_seed = {seed: train_seed(job, seed, seed_dir(out_dir, seed)) for seed in params.seeds}
+    per_seed = {seed: train_seed(job, seed, seed_dir(paths.out, seed)) for seed in section.seeds}
     metrics = summarize(per_seed)
     metrics["wall_time_s"] = time.perf_counter() - start
     return metrics
+
+
+def prepare_job(
+    params: Params, paths: FinetunePaths, level: float, task_name: str, method_name: str
+) -> Job:
+    """Everything the seeds share, every input checked before any training."""
+    section = params.finetune
+    method = get_method(method_name, section.method_config(method_name))
+    prepared = paths.data / layout.PREPARED
+    task = make_task(task_name, prepared, **task_options(section, task_name))
+    pretrain_run = read_run_id(paths.pretrain)
+    accelerator = make_accelerator(cpu=pick_device(section.device) == "cpu")
+    clip = load_local_dir(paths.pretrain)
+    clip.model.to(accelerator.device)
+    splits = load_splits(task, clip, method, paths.cache, section.eval_batch_size)
+    config = {
+        "stage": stage_id("finetune", level, task_name, method_name),
+        "level": level,
+        "task": task_name,
+        "task_options": task_options(section, task_name),
+        "method": method_name,
+        "method_config": method.config.model_dump(),
+        "head": method.head_type,
+        "head_options": head_options(section, task_name, method.head_type),
+        "classes": task.classes,
+        "upstream_run_id": pretrain_run,
+    }
+    inputs = {"prepared": prepared, "pretrain": paths.pretrain}
+    return Job(section, task, clip, method, splits, accelerator, config, inputs, params.experiment)
 
 
 def load_splits(
@@ -177,10 +181,12 @@ def train_seed(job: Job, seed: int, folder: Path) -> dict[str, float]:
         objective = job.method.objective(job.task.loss_fn)
         cfg = loop_config(job.params, job.method, seed)
         train_set = job.splits["train"]
-        model = train(job.accelerator, model, train_set, objective, cfg, None, on_step, on_epoch)
-        log_steps(tracker, steps)
+        model = train(
+            job.accelerator, model, train_set, objective, cfg, LoopHooks(on_step, on_epoch)
+        )
+        tracker.log_steps(steps)
         metrics = {"trainable_params": float(trainable), "trainable_fraction": fraction}
-        metrics["final_loss"] = steps[-1][1]["loss"] if steps else float("nan")
+        metrics[contracts.FINAL_LOSS] = steps[-1][1]["loss"] if steps else float("nan")
         for name in ("val", "test"):
             if len(job.splits[name]):
                 scores = evaluate(model, job.task, job.splits[name], job.params.eval_batch_size)
@@ -229,25 +235,6 @@ def run_metadata(job: Job, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     return run_params, tags
 
 
-def log_steps(tracker: Any, losses: list[tuple[int, dict[str, float]]]) -> None:
-    """Per-step losses and learning rate, in one batched MLflow call (a call per step costs
-    more than a small head's whole training on a SQLite store)."""
-    if not tracker.run_id or not losses:
-        return
-    import mlflow
-    from mlflow.entities import Metric
-
-    stamp = int(time.time() * 1000)
-    metrics = [
-        Metric(key, float(value), stamp, step)
-        for step, values in losses
-        for key, value in values.items()
-    ]
-    client = mlflow.MlflowClient()
-    for begin in range(0, len(metrics), 1000):  # MLflow's per-batch limit
-        client.log_batch(tracker.run_id, metrics=metrics[begin : begin + 1000])
-
-
 @torch.no_grad()
 def evaluate(model: FineTuneModel, task: Task, split: Split, batch_size: int) -> dict[str, float]:
     """Clean metrics of ``model`` on a split that serves cached features."""
@@ -264,18 +251,15 @@ def summarize(per_seed: dict[int, dict[str, float]]) -> dict[str, float]:
     """Val/test metrics averaged over seeds (plus the test accuracy's spread), the trainable
     size, and every seed's own metrics under ``seed-<seed>.``."""
     first = next(iter(per_seed.values()))
-    out = {k: first[k] for k in ("trainable_params", "trainable_fraction")}
-    for key in first:
-        if key.startswith(("val.", "test.")):
-            out[key] = statistics.fmean(m[key] for m in per_seed.values())
-    accuracies = [m["test.accuracy"] for m in per_seed.values()]
-    out["test.accuracy_std"] = statistics.pstdev(accuracies) if len(accuracies) > 1 else 0.0
+    scores = [k for k in first if k.startswith(("val.", "test."))]
+    out = summarize_seeds(per_seed, keys=scores)
+    out |= {k: first[k] for k in ("trainable_params", "trainable_fraction")}
+    accuracies = [m[TEST_ACCURACY] for m in per_seed.values()]
+    out[f"{TEST_ACCURACY}_std"] = statistics.pstdev(accuracies) if len(accuracies) > 1 else 0.0
     out["n_seeds"] = float(len(per_seed))
-    for seed, metrics in per_seed.items():
-        out |= {f"seed-{seed}.{k}": v for k, v in metrics.items()}
     return out
 
 
 def _brief(metrics: dict[str, float]) -> str:
-    keys = ("test.accuracy", "final_loss", "wall_time_s")
+    keys = (TEST_ACCURACY, contracts.FINAL_LOSS, "wall_time_s")
     return ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if k in metrics)

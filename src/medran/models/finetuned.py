@@ -1,11 +1,11 @@
 """A released fine-tuned model: its trainable weights and the config that rebuilds the rest.
 
 A fine-tuning run saves only what it trained (rectifier + head, ``trainable.safetensors``);
-the frozen encoder comes from the pre-trained model it started from. ``config.json`` carries
-everything else needed to rebuild the model (task and its options, method and its config,
-head options, the class vocabulary) and a hash of the encoder's weights, so loading against
-another pre-trained model, or against data whose vocabulary changed, fails with a clear
-message instead of silently mixing versions. ``run.json`` holds the MLflow run id.
+the frozen encoder comes from the pre-trained model it started from. ``config.json``
+(:class:`medran.contracts.FinetunedConfig`) carries everything else needed to rebuild the
+model and a hash of the encoder's weights, so loading against another pre-trained model, or
+against data whose vocabulary changed, fails with a clear message instead of silently mixing
+versions. The MLflow run id goes beside them (``contracts.RUN_FILE``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
+from medran.contracts import FinetunedConfig, write_run_id
 from medran.data.errors import DataError
 from medran.errors import InputError
 from medran.methods import Method, get_method
@@ -26,7 +28,6 @@ from medran.tasks.features import weights_hash
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "trainable.safetensors"
-RUN_FILE = "run.json"
 FORMAT = 1
 
 
@@ -49,55 +50,55 @@ def build_model(
 
 def save_finetuned(
     folder: Path, model: FineTuneModel, config: dict[str, Any], run_id: str | None
-) -> None:
-    """Write ``trainable.safetensors``, ``config.json`` (plus the encoder hash) and ``run.json``."""
+) -> FinetunedConfig:
+    """Write ``trainable.safetensors``, ``config.json`` (``config`` plus the format and the
+    encoder hash) and the run id; return the config as saved."""
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
     save_file(state, folder / WEIGHTS_FILE)
-    config = {"format": FORMAT, **config, "encoder_hash": weights_hash(model.encoder)}
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    (folder / RUN_FILE).write_text(json.dumps({"run_id": run_id}) + "\n")
+    saved = FinetunedConfig.model_validate(
+        config | {"format": FORMAT, "encoder_hash": weights_hash(model.encoder)}
+    )
+    text = json.dumps(saved.model_dump(mode="json"), indent=2, sort_keys=True)
+    (folder / CONFIG_FILE).write_text(text + "\n")
+    write_run_id(folder, run_id)
+    return saved
 
 
-def read_config(folder: Path) -> dict[str, Any]:
+def read_config(folder: Path) -> FinetunedConfig:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file() or not (Path(folder) / WEIGHTS_FILE).is_file():
         raise InputError(
             f"no fine-tuned model in {folder} (needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
             "run the finetune stage that writes it first"
         )
-    config = json.loads(path.read_text())
-    if config.get("format") != FORMAT:
-        raise InputError(f"{path}: format {config.get('format')!r}, expected {FORMAT}")
-    return config
-
-
-def read_run_id(folder: Path) -> str | None:
-    """The MLflow run id saved beside a model (pre-trained or fine-tuned)."""
-    path = Path(folder) / RUN_FILE
-    if not path.is_file():
-        raise InputError(f"{path} does not exist: the model in {folder} has no MLflow run id")
-    return json.loads(path.read_text())["run_id"]
+    raw = json.loads(path.read_text())
+    if raw.get("format") != FORMAT:
+        raise InputError(f"{path}: format {raw.get('format')!r}, expected {FORMAT}")
+    try:
+        return FinetunedConfig.model_validate(raw)
+    except ValidationError as e:
+        raise InputError(f"{path}: not a fine-tuned model config: {e}") from e
 
 
 def load_finetuned(folder: Path, clip: ClipModel, task: Task) -> FineTuneModel:
     """Rebuild the model saved in ``folder`` on ``clip`` (its pre-trained model) for ``task``,
     in eval mode. ``task`` must be made with the options in the folder's config."""
     config = read_config(folder)
-    if config["task"] != task.name:
-        raise InputError(f"{folder} holds a {config['task']!r} model, not {task.name!r}")
-    if config["classes"] != task.classes:
+    if config.task != task.name:
+        raise InputError(f"{folder} holds a {config.task!r} model, not {task.name!r}")
+    if config.classes != task.classes:
         raise DataError(
-            f"{folder}: the model was trained on {len(config['classes'])} classes "
-            f"{config['classes'][:5]}..., the prepared data now gives {len(task.classes)} "
+            f"{folder}: the model was trained on {len(config.classes)} classes "
+            f"{config.classes[:5]}..., the prepared data now gives {len(task.classes)} "
             f"{task.classes[:5]}...; rerun fine-tuning on the current data"
         )
-    method = get_method(config["method"], **config["method_config"])
-    model = build_model(task, clip, method, config["head_options"])
-    if weights_hash(model.encoder) != config["encoder_hash"]:
+    method = get_method(config.method, config.method_config)
+    model = build_model(task, clip, method, config.head_options)
+    if weights_hash(model.encoder) != config.encoder_hash:
         raise InputError(
             f"{folder} was fine-tuned from another pre-trained model (encoder hash "
-            f"{config['encoder_hash']}, this one {weights_hash(model.encoder)})"
+            f"{config.encoder_hash}, this one {weights_hash(model.encoder)})"
         )
     state = load_file(folder / WEIGHTS_FILE)
     for prefix in ("rectifier", "head"):

@@ -1,0 +1,18 @@
+"""The names every layer agrees on, in one torch-free module.
+
+``params`` validates against these, the registries (``medran.tasks.TASKS``,
+``medran.methods.METHODS``, ``medran.models.finetune.HEADS``) are keyed by them, and
+``tests/pipeline/test_dvc_consistency.py`` checks ``dvc.yaml`` and ``params.yaml`` against
+them. Adding a task, method or head starts here.
+"""
+
+from __future__ import annotations
+
+TASKS = ("cls", "vqa")
+METHODS = ("lp", "mlp", "nmtune", "ran", "advft")
+HEADS = ("linear", "mlp")
+# The data-quality gates, in pipeline order: what each reads is in ``docs/architecture.md``.
+GATES = ("clean", "adversarial", "noisy")
+# The dataset roles ``prepare_data`` reads, and the kind of data each needs.
+ROLE_KIND = {"upstream": "captions", "targets": "captions", "cls": "labels", "vqa": "vqa"}
+ROLES = tuple(ROLE_KIND)
