@@ -34,6 +34,7 @@ import torch
 
 from medran.attacks.base import cosine
 from medran.attacks.mfii import MFII
+from medran.attacks.pgd import Budget
 from medran.models.factory import create_clip
 from medran.models.wrappers import ImageEncoder
 
@@ -90,7 +91,7 @@ def bench(name: str, size: int, steps: int, batch: int, device: torch.device, re
     step = timed(forward_backward(encoder, x, target, steps), device, repeats) / steps
     with torch.no_grad():
         embed = timed(lambda: encoder(target), device, repeats)
-    attack = MFII(encoder, eps=8 / 255, step_size=1 / 255, steps=steps)
+    attack = MFII(encoder, Budget(8 / 255, 1 / 255, steps, random_start=False))
     total = timed(lambda: attack(x, target), device, repeats)
     row = {
         "model": name,

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 PREPARED = Path("prepared")
-SURROGATE = Path("surrogate")
 ATTACK_IMAGES = Path("attacks/images")
 ATTACK_CAPTIONS = Path("attacks/captions")
 NOISY = Path("noisy")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 import pytest
 import torch
 
@@ -15,14 +18,23 @@ from medran.models.finetune import (
     QuestionContext,
     build_head,
 )
+from medran.params import CoAttentionParams
 
 IMAGE_DIM, TEXT_DIM, N_ANSWERS = 12, 10, 7
+SETTINGS = {"depth": 2, "width": 16, "heads": 4, "mlp_ratio": 2.0, "dropout": 0.1}
 
 
-def head(**kwargs) -> CoAttentionHead:
+def settings(**changes: Any) -> CoAttentionParams:
+    # Unvalidated, so that the head's own checks are the ones exercised.
+    return CoAttentionParams.model_construct(**(SETTINGS | changes))
+
+
+def head(
+    classifier: str = "linear", classifier_options: dict[str, Any] | None = None, **changes: Any
+) -> CoAttentionHead:
     torch.manual_seed(0)
-    options = {"depth": 2, "width": 16, "heads": 4} | kwargs
-    return CoAttentionHead(IMAGE_DIM, TEXT_DIM, N_ANSWERS, **options).eval()
+    make = partial(build_head, classifier, n_out=N_ANSWERS, **(classifier_options or {}))
+    return CoAttentionHead(IMAGE_DIM, TEXT_DIM, settings(**changes), make).eval()
 
 
 def context(lengths: list[int], max_len: int) -> QuestionContext:
@@ -56,7 +68,8 @@ def test_gradient_flows_to_the_input_image_through_a_frozen_open_clip_encoder() 
     clip = create_clip("medran-tiny", seed=0)
     encoder = ImageTokenEncoder(clip)
     assert encoder.n_tokens == 64 and encoder.out_dim == 96  # 64/8 patches squared, width 96
-    vqa_head = CoAttentionHead(encoder.out_dim, 96, N_ANSWERS, depth=1, width=32, heads=4)
+    make = partial(build_head, "linear", n_out=N_ANSWERS)
+    vqa_head = CoAttentionHead(encoder.out_dim, 96, settings(depth=1, width=32), make)
     model = FineTuneModel(encoder, vqa_head)
     images = torch.rand(2, 3, 64, 64, requires_grad=True)
     ctx = QuestionContext(torch.randn(2, 4, 96), torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]) > 0)

@@ -11,9 +11,10 @@ from PIL import Image
 from torch import nn
 
 from medran.attacks import pairing
-from medran.attacks.base import Attack, Identity, cosine
+from medran.attacks.base import cosine
 from medran.attacks.files import distances, load_images, png_bytes
 from medran.attacks.mfii import MFII, quantize
+from medran.attacks.pgd import Budget
 from medran.errors import InputError
 from medran.params import PAIRING_RULES
 
@@ -41,8 +42,8 @@ def encoder() -> nn.Module:
     return tiny_encoder()
 
 
-def attack(model: nn.Module, steps: int = 10, **kwargs: object) -> MFII:
-    return MFII(model, eps=EPS / 255, step_size=1 / 255, steps=steps, **kwargs)
+def attack(model: nn.Module, steps: int = 10, random_start: bool = False) -> MFII:
+    return MFII(model, Budget(EPS / 255, 1 / 255, steps, random_start))
 
 
 def test_saved_image_is_within_eps_exactly_and_in_range(encoder: nn.Module) -> None:
@@ -75,20 +76,13 @@ def test_random_start_is_seeded(encoder: nn.Module) -> None:
     assert (first - clean).abs().max() <= EPS / 255 + 1e-6
 
 
-def test_identity_returns_the_input() -> None:
-    images = batch(6).float() / 255
-    out = Identity()(images, images)
-    assert torch.equal(out, images) and out is not images
-    assert isinstance(Identity(), Attack)
-
-
 def test_bad_inputs_fail_with_the_value(encoder: nn.Module) -> None:
     with pytest.raises(ValueError, match=r"float \(B, C, H, W\)"):
         attack(encoder)(batch(0), batch(1))
     with pytest.raises(ValueError, match="4 images but 2 targets"):
         attack(encoder)(batch(0).float(), batch(1)[:2].float())
     with pytest.raises(ValueError, match="eps=0"):
-        MFII(encoder, eps=0)
+        MFII(encoder, Budget(0, 1 / 255, 100, random_start=False))
     with pytest.raises(ValueError, match="uint8"):
         quantize(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), EPS)
 

@@ -2,21 +2,65 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import pairwise
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from medran.attacks.pgd import Budget, eval_mode, fgsm, per_example_loss, pgd
 from medran.errors import InputError
 from medran.evaluation import robust
-from medran.evaluation.pgd import eval_mode, fgsm, per_example_loss, pgd
-from medran.evaluation.robust import default_correct, multilabel_predict, robust_metrics
+from medran.evaluation.robust import robust_metrics
 from medran.models.wrappers import Normalize
+from medran.params import EvalRobustParams
 
 EPS_LIST = [1, 2, 4, 8]
+
+
+def settings(**changes: Any) -> EvalRobustParams:
+    """The robust-evaluation protocol of these tests: 10 steps of eps / 4, seed 0."""
+    values = {
+        "eps": EPS_LIST,
+        "large_eps": 32.0,
+        "steps": 10,
+        "step_fraction": 0.25,
+        "restarts": 1,
+        "near_zero": 0.1,
+        "tolerance": 0.02,
+        "max_examples": 1000,
+        "batch_size": 100,
+        "device": "cpu",
+        "seed": 0,
+    }
+    return EvalRobustParams(**(values | changes))
+
+
+def exact_match(pred: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: an index equals its target; a label vector is right only if every label is."""
+    equal = pred == targets.to(pred.dtype)
+    return equal.reshape(equal.shape[0], -1).all(dim=1)
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A task's loss, prediction and correctness (multi-class by default)."""
+
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    predict: Callable[[torch.Tensor], torch.Tensor] = lambda logits: logits.argmax(dim=-1)
+    correct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = exact_match
+
+
+CE = Scorer(F.cross_entropy)
+
+
+def ce(forward: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor) -> Callable:
+    """The cross-entropy score PGD and FGSM ascend."""
+    return lambda adv: F.cross_entropy(forward(adv), y)
 
 
 def data(n: int, seed: int, size: int = 8, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,8 +133,8 @@ def test_adversarial_images_stay_in_budget_and_pixel_range(model: nn.Module) -> 
     x[:, :, -2:] = 1.0
     eps = 8 / 255
     for adv in (
-        pgd(model, F.cross_entropy, x, y, eps, 2 / 255, 10),
-        fgsm(model, F.cross_entropy, x, y, eps),
+        pgd(ce(model, y), x, Budget(eps, 2 / 255, 10, random_start=True)),
+        fgsm(ce(model, y), x, eps),
     ):
         assert adv.min() >= 0 and adv.max() <= 1
         assert (adv - x).abs().max() <= eps + 1e-6
@@ -101,19 +145,24 @@ def test_pgd_loss_beats_fgsm_beats_clean(model: nn.Module, test_set: tuple) -> N
     x, y = test_set
     eps = 4 / 255
     clean = F.cross_entropy(model(x), y)
-    after_fgsm = F.cross_entropy(model(fgsm(model, F.cross_entropy, x, y, eps)), y)
-    after_pgd = F.cross_entropy(model(pgd(model, F.cross_entropy, x, y, eps, eps / 4, 10)), y)
+    after_fgsm = F.cross_entropy(model(fgsm(ce(model, y), x, eps)), y)
+    budget = Budget(eps, eps / 4, 10, random_start=True)
+    after_pgd = F.cross_entropy(model(pgd(ce(model, y), x, budget)), y)
     assert after_pgd >= after_fgsm > clean
 
 
 def test_restarts_keep_the_highest_loss_per_example(model: nn.Module) -> None:
     x, y = data(32, 3)
     losses = []
+
+    def rank(adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fooled = torch.zeros(len(adv), dtype=torch.bool)  # none: the higher loss wins
+        return fooled, per_example_loss(F.cross_entropy, model(adv), y)
+
     for restarts in (1, 3):
         g = torch.Generator().manual_seed(5)  # restart 1 of 3 is the single run
-        adv = pgd(
-            model, F.cross_entropy, x, y, 2 / 255, 0.5 / 255, 2, restarts=restarts, generator=g
-        )
+        budget = Budget(2 / 255, 0.5 / 255, 2, random_start=True, restarts=restarts)
+        adv = pgd(ce(model, y), x, budget, g, rank)
         losses.append(per_example_loss(F.cross_entropy, model(adv), y))
     assert torch.all(losses[1] >= losses[0] - 1e-6)
     assert torch.any(losses[1] > losses[0])
@@ -126,8 +175,8 @@ def test_robust_accuracy_falls_with_eps_to_zero_and_checks_pass(
     report = robust_metrics(
         model,
         [{"images": x[:100], "targets": y[:100]}, {"images": x[100:], "targets": y[100:]}],
-        F.cross_entropy,
-        EPS_LIST,
+        CE,
+        settings(),
     )
     curve = [report.robust_accuracy[e] for e in [*EPS_LIST, 32]]
     assert report.clean_accuracy > 0.85 and report.n == 200
@@ -149,7 +198,7 @@ def test_matches_an_independent_reference_pgd_within_one_point(
     net = request.getfixturevalue(name)
     x, y = test_set
     batches = [{"images": x, "targets": y}]
-    report = robust_metrics(net, batches, F.cross_entropy, EPS_LIST, steps=10, step_fraction=0.25)
+    report = robust_metrics(net, batches, CE, settings(steps=10, step_fraction=0.25))
     torch.manual_seed(0)  # the same seed as robust_metrics' own (seed=0)
     for eps in EPS_LIST:
         adv = reference_pgd(net, x, y, eps / 255, 0.25 * eps / 255, 10)
@@ -160,9 +209,7 @@ def test_matches_an_independent_reference_pgd_within_one_point(
 
 def test_masking_checks_fire_on_a_quantising_model(model: nn.Module, test_set: tuple) -> None:
     x, y = test_set
-    report = robust_metrics(
-        Quantised(model), [{"images": x, "targets": y}], F.cross_entropy, EPS_LIST
-    )
+    report = robust_metrics(Quantised(model), [{"images": x, "targets": y}], CE, settings())
     assert report.gradient_masking_suspected
     assert not report.checks["near_zero_at_large_eps"]
     assert report.robust_accuracy[8] == report.clean_accuracy  # the attack never moved
@@ -175,23 +222,21 @@ def test_each_check_fires_on_its_own_symptom() -> None:
         """100 examples, 90 right on clean; counts still right per eps."""
         pgd_counts = dict(zip(eps, pgd_right, strict=True))
         fgsm_counts = dict(zip(eps, fgsm_right, strict=True))
-        return robust._report(100, 90, pgd_counts, fgsm_counts, 32.0, 0.1, 0.02).checks
+        return robust._report(robust._Tally(100, 90, pgd_counts, fgsm_counts), settings()).checks
 
     assert all(checks([80, 40, 0], [85, 50, 5]).values())
     assert not checks([40, 80, 0], [85, 85, 5])["monotonic"]
     assert not checks([80, 40, 30], [85, 50, 40])["near_zero_at_large_eps"]
     assert not checks([80, 40, 0], [60, 30, 0])["pgd_at_least_fgsm"]
     # With a question the attack cannot touch, "near zero" is near the image-blind accuracy.
-    with_blind = robust._report(
+    tally = robust._Tally(
         100,
         90,
         dict(zip(eps, [80, 40, 30], strict=True)),
         dict(zip(eps, [85, 50, 40], strict=True)),
-        32.0,
-        0.1,
-        0.02,
-        blind=0.3,
+        blind=30,  # 0.3 of the examples
     )
+    with_blind = robust._report(tally, settings())
     assert with_blind.checks["near_zero_at_large_eps"]
     assert with_blind.as_metrics()["blind_accuracy"] == 0.3
 
@@ -205,13 +250,14 @@ def test_non_positive_eps_fails_before_any_work() -> None:
 
     x, y = data(4, 0)
     with pytest.raises(InputError, match="eps"):
-        pgd(forward, F.cross_entropy, x, y, 0.0, 1 / 255, 5)
+        pgd(ce(forward, y), x, Budget(0.0, 1 / 255, 5, random_start=True))
     with pytest.raises(InputError, match="eps"):
-        fgsm(forward, F.cross_entropy, x, y, -1 / 255)
+        fgsm(ce(forward, y), x, -1 / 255)
     net = nn.Linear(1, 1)
     net.forward = forward
+    unchecked = settings().model_copy(update={"eps": [0, 4]})  # as if built without validation
     with pytest.raises(InputError, match="eps"):
-        robust_metrics(net, [{"images": x, "targets": y}], F.cross_entropy, [0, 4])
+        robust_metrics(net, [{"images": x, "targets": y}], CE, unchecked)
     assert not calls
 
 
@@ -242,14 +288,11 @@ def test_multilabel_exact_match_and_context_batches() -> None:
     report = robust_metrics(
         net,
         [{"images": x, "targets": targets, "context": context}],
-        F.binary_cross_entropy_with_logits,
-        [1, 8],
-        predict=multilabel_predict,
+        Scorer(F.binary_cross_entropy_with_logits, predict=lambda logits: logits > 0),
+        settings(eps=[1, 8]),
     )
     assert report.clean_accuracy == pytest.approx(20 / 24)
     assert report.robust_accuracy[32] < report.robust_accuracy[1] <= 20 / 24
-    one_label_wrong = default_correct(torch.tensor([[True, False]]), torch.tensor([[1.0, 1.0]]))
-    assert one_label_wrong.tolist() == [False]  # exact match
 
 
 class QuestionOrImage(nn.Module):
@@ -271,13 +314,13 @@ def test_near_zero_check_uses_the_question_only_accuracy(model: nn.Module, test_
     context[torch.arange(half), y[:half]] = 100.0  # answered by the question alone
     batches = [{"images": x, "targets": y, "context": context}]
 
-    report = robust_metrics(QuestionOrImage(model), batches, F.cross_entropy, EPS_LIST)
+    report = robust_metrics(QuestionOrImage(model), batches, CE, settings())
     # Blind: the question half, plus image-half examples another image happens to get right.
     assert 0.5 <= report.blind_accuracy < 0.8
     assert report.robust_accuracy[32] == 0.5  # the attack removes all the image gets right
     assert not report.gradient_masking_suspected
 
-    masked = robust_metrics(QuestionOrImage(Quantised(model)), batches, F.cross_entropy, EPS_LIST)
+    masked = robust_metrics(QuestionOrImage(Quantised(model)), batches, CE, settings())
     assert not masked.checks["near_zero_at_large_eps"]  # the image half never moved
 
 

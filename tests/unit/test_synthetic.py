@@ -116,35 +116,42 @@ def test_normal_caption_mentions_no_finding() -> None:
 
 
 def _check_answer(attrs: Attributes, question: str, answer: str, qtype: str) -> None:
+    expected = _open_answer(attrs, question)
+    if expected is None:
+        expected = "yes" if _closed_truth(attrs, question, qtype) else "no"
+    assert answer == expected
+
+
+def _open_answer(attrs: Attributes, question: str) -> str | None:
+    """The answer an open question must get; None for a yes/no question."""
     if question == "What imaging modality is this?":
-        assert answer == attrs.modality
-    elif question == "Which organ is shown?":
-        assert answer == attrs.body_part
-    elif question == "What abnormality is seen?":
-        assert answer == attrs.findings[0]
-    elif question == "Which side is the lesion on?":
-        assert answer == attrs.lesions[0].side
-    elif question.startswith("How large"):
-        assert answer == attrs.lesions[0].size
-    elif question == "Is this image normal?":
-        assert answer == ("yes" if attrs.is_normal else "no")
-    elif question.startswith("Is this an image of the"):
-        asked = question.removeprefix("Is this an image of the ").rstrip("?")
-        assert answer == ("yes" if asked == attrs.body_part else "no")
-    elif qtype == "MODALITY":
-        asked = next(m for m in MODALITIES if f" {m} " in question.lower())
-        assert answer == ("yes" if asked == attrs.modality else "no")
-    elif qtype == "PRES":
-        asked = next(f for f in FINDINGS if f in question)
-        assert answer == ("yes" if asked in attrs.findings else "no")
-    elif qtype == "POS":
-        lesion = attrs.lesions[0]
-        expected = "bilateral" in question or f"the {lesion.side} side" in question
-        assert answer == ("yes" if expected else "no")
-    elif qtype == "SIZE":
-        assert answer == ("yes" if question.endswith(f"{attrs.lesions[0].size}?") else "no")
-    else:
-        pytest.fail(f"unexpected question {question!r}")
+        return attrs.modality
+    if question == "Which organ is shown?":
+        return attrs.body_part
+    if question == "What abnormality is seen?":
+        return attrs.findings[0]
+    if question == "Which side is the lesion on?":
+        return attrs.lesions[0].side
+    if question.startswith("How large"):
+        return attrs.lesions[0].size
+    return None
+
+
+def _closed_truth(attrs: Attributes, question: str, qtype: str) -> bool:
+    """Whether the true answer to a yes/no question is yes."""
+    if question == "Is this image normal?":
+        return attrs.is_normal
+    if question.startswith("Is this an image of the"):
+        return question.removeprefix("Is this an image of the ").rstrip("?") == attrs.body_part
+    if qtype == "MODALITY":
+        return next(m for m in MODALITIES if f" {m} " in question.lower()) == attrs.modality
+    if qtype == "PRES":
+        return next(f for f in FINDINGS if f in question) in attrs.findings
+    if qtype == "POS":
+        return "bilateral" in question or f"the {attrs.lesions[0].side} side" in question
+    if qtype == "SIZE":
+        return question.endswith(f"{attrs.lesions[0].size}?")
+    pytest.fail(f"unexpected question {question!r}")
 
 
 @pytest.mark.parametrize("seed", range(60))

@@ -68,23 +68,3 @@ class Attack(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
-
-
-class Identity(Attack):
-    """No attack: returns the clean images, so clean data takes the same path as attacked data.
-
-    Arguments:
-        model (nn.Module or None): ignored.
-        objective (Objective or None): ignored.
-
-    Shape:
-        - images: (B, 3, H, W) float in [0, 1].
-        - targets: (B, 3, H, W) float in [0, 1], ignored.
-        - output: (B, 3, H, W) float in [0, 1], a detached copy of ``images``.
-
-    Examples::
-        >>> adv = Identity()(images, targets)
-    """
-
-    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return images.detach().clone()

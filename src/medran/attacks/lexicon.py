@@ -243,10 +243,6 @@ def mentions(text: str) -> list[Mention]:
     return found
 
 
-def body_part_counts(text: str) -> Counter[str]:
-    return Counter(m.body_part for m in mentions(text))
-
-
 def body_part_of(text: str | None) -> str | None:
     """The body part ``text`` mentions most; ties go to the one mentioned first.
 

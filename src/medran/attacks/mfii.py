@@ -1,8 +1,9 @@
 """MF-ii, AttackVLM's transfer attack (Zhao et al., NeurIPS 2023), and lossless quantisation.
 
-Sign-gradient ascent on cos(f(x + delta), f(x_target)) with ||delta||_inf <= eps, the pixels
-clamped to [0, 1] at every step. The result is quantised to uint8 so that the saved PNG still
-satisfies |x_adv - x| <= eps exactly, in uint8 levels.
+MF-ii is :func:`medran.attacks.pgd.pgd` with the objective cos(f(x + delta), f(x_target)):
+the same L-inf sign-gradient loop the robust evaluation uses, so both attacks share one
+implementation. The result is quantised to uint8 so that the saved PNG still satisfies
+|x_adv - x| <= eps exactly, in uint8 levels.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import torch
 from torch import nn
 
 from medran.attacks.base import Attack, Objective, cosine
+from medran.attacks.pgd import Budget, pgd
+from medran.errors import InputError
 
 
 class MFII(Attack):
@@ -19,13 +22,11 @@ class MFII(Attack):
     Arguments:
         model (nn.Module): maps (B, 3, H, W) images in [0, 1] to embeddings. It is put in eval
             mode and its parameters are frozen (the gradient is taken w.r.t. the input only).
+        budget (Budget): in [0, 1] pixel units (AttackVLM: eps 8/255, step 1/255, 100-300
+            steps); a random start is drawn from the attack's own generator (seeded by
+            :meth:`manual_seed`). One restart: there is no label to rank restarts by.
         objective (Objective): (outputs, target outputs) -> (B,) scores to maximise.
             Default: cosine similarity.
-        eps (float): L-inf budget in [0, 1] pixel units (8/255 in AttackVLM).
-        step_size (float): step in [0, 1] pixel units (1/255).
-        steps (int): number of steps (100-300 in AttackVLM).
-        random_start (bool): start from a uniform point of the ball (seeded by
-            :meth:`manual_seed`) instead of delta = 0.
 
     Shape:
         - images: (B, 3, H, W) float in [0, 1].
@@ -33,55 +34,31 @@ class MFII(Attack):
         - output: (B, 3, H, W) float in [0, 1], detached, within eps of ``images``.
 
     Examples::
-        >>> attack = MFII(encoder, eps=8 / 255, step_size=1 / 255, steps=100)
+        >>> attack = MFII(encoder, Budget(8 / 255, 1 / 255, steps=100, random_start=False))
         >>> adv = attack(images, targets)
         >>> saved = quantize(adv, clean_uint8, eps=8)
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        objective: Objective = cosine,
-        eps: float = 8 / 255,
-        step_size: float = 1 / 255,
-        steps: int = 100,
-        random_start: bool = False,
-    ):
-        if not 0 < eps <= 1 or not 0 < step_size <= 1 or steps < 1:
-            raise ValueError(
-                f"need 0 < eps <= 1, 0 < step_size <= 1 (pixel units) and steps >= 1; "
-                f"got eps={eps}, step_size={step_size}, steps={steps}"
-            )
+    def __init__(self, model: nn.Module, budget: Budget, objective: Objective = cosine):
+        if budget.restarts != 1:
+            raise InputError(f"MF-ii runs one restart, got restarts={budget.restarts}")
         super().__init__(model.eval().requires_grad_(False), objective)
-        self.eps, self.step_size, self.steps = eps, step_size, steps
-        self.random_start = random_start
+        self.budget = budget
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        x = images.detach()
         with torch.no_grad():
-            reference = self.model(targets)
-            # One clamp per step keeps both ||delta|| <= eps and x + delta in [0, 1].
-            low = (-x).clamp_(min=-self.eps)
-            high = (1 - x).clamp_(max=self.eps)
-            delta = self._start(x).clamp_(low, high)
-        delta.requires_grad_(True)
-        for _ in range(self.steps):
-            score = self.objective(self.model(x + delta), reference).sum()
-            (grad,) = torch.autograd.grad(score, delta)
-            with torch.no_grad():
-                delta.add_(grad.sign_(), alpha=self.step_size).clamp_(low, high)
-        return (x + delta.detach()).clamp_(0, 1)
+            reference = self.model(targets)  # once: the target does not move
 
-    def _start(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.random_start:
-            return torch.zeros_like(x)
-        noise = torch.rand(x.shape, generator=self.generator, dtype=x.dtype)
-        return noise.to(x.device).mul_(2 * self.eps).sub_(self.eps)
+        def score(adv: torch.Tensor) -> torch.Tensor:
+            return self.objective(self.model(adv), reference)
+
+        return pgd(score, images, self.budget, self.generator)
 
     def __repr__(self) -> str:
+        b = self.budget
         return (
-            f"MFII(eps={self.eps * 255:g}/255, step_size={self.step_size * 255:g}/255, "
-            f"steps={self.steps}, random_start={self.random_start})"
+            f"MFII(eps={b.eps * 255:g}/255, step_size={b.step_size * 255:g}/255, "
+            f"steps={b.steps}, random_start={b.random_start})"
         )
 
 

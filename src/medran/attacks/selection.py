@@ -18,8 +18,3 @@ def attack_order(ids: Iterable[str], seed: int) -> list[str]:
 
 def n_replaced(level: float, n_train: int) -> int:
     return round(level * n_train)
-
-
-def replaced_ids(ids: Iterable[str], level: float, seed: int) -> list[str]:
-    order = attack_order(ids, seed)
-    return order[: n_replaced(level, len(order))]

@@ -15,13 +15,21 @@ slightly larger classifier, and the classifier is the linear or MLP head from ``
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from medran.errors import InputError
-from medran.models.finetune import QuestionContext, build_head
+from medran.models.finetune import QuestionContext
+
+if TYPE_CHECKING:
+    from medran.params import CoAttentionParams
+
+# in_dim -> the classifier over the pooled features, e.g.
+# ``functools.partial(build_head, "linear", n_out=n_answers)``.
+Classifier = Callable[[int], nn.Module]
 
 
 class CrossAttentionLayer(nn.Module):
@@ -68,28 +76,19 @@ class CoAttentionHead(nn.Module):
 
     Args:
         image_dim, text_dim: token widths of the image and text encoders.
-        n_answers: size of the answer vocabulary.
-        depth: number of bidirectional cross-attention layers (>= 1).
-        width: common width both modalities are projected to; divisible by ``heads``.
-        heads: attention heads per cross-attention.
-        classifier: ``"linear"`` or ``"mlp"`` (from ``HEADS``) over the pooled 2 * width.
-        classifier_options: passed to the classifier (e.g. ``hidden``, ``dropout`` for mlp).
+        settings: the ``finetune.vqa`` params section: ``depth`` bidirectional cross-attention
+            layers of ``heads`` heads at a common ``width`` (divisible by ``heads``), with
+            feed-forward ``mlp_ratio`` and ``dropout``.
+        classifier: builds the classifier (a head from ``HEADS``, which fixes the number of
+            answers) over the pooled 2 * width features.
     """
 
     def __init__(
-        self,
-        image_dim: int,
-        text_dim: int,
-        n_answers: int,
-        depth: int = 2,
-        width: int = 256,
-        heads: int = 4,
-        classifier: str = "linear",
-        mlp_ratio: float = 2.0,
-        dropout: float = 0.1,
-        classifier_options: dict[str, Any] | None = None,
+        self, image_dim: int, text_dim: int, settings: CoAttentionParams, classifier: Classifier
     ):
         super().__init__()
+        depth, width, heads = settings.depth, settings.width, settings.heads
+        # Checked here too: settings built without validation must not reach PyTorch's asserts.
         if depth < 1 or width < 1 or heads < 1 or width % heads:
             raise InputError(
                 f"co-attention needs depth >= 1 and width divisible by heads; "
@@ -98,9 +97,10 @@ class CoAttentionHead(nn.Module):
         self.image_proj = nn.Sequential(nn.Linear(image_dim, width), nn.LayerNorm(width))
         self.text_proj = nn.Sequential(nn.Linear(text_dim, width), nn.LayerNorm(width))
         self.layers = nn.ModuleList(
-            BiCrossAttentionLayer(width, heads, mlp_ratio, dropout) for _ in range(depth)
+            BiCrossAttentionLayer(width, heads, settings.mlp_ratio, settings.dropout)
+            for _ in range(depth)
         )
-        self.classifier = build_head(classifier, 2 * width, n_answers, **(classifier_options or {}))
+        self.classifier = classifier(2 * width)
 
     def forward(self, z: torch.Tensor, context: QuestionContext) -> torch.Tensor:
         if context is None:

@@ -74,12 +74,6 @@ class FineTuneModel(nn.Module):
     def forward(self, images: torch.Tensor, context: Any = None) -> torch.Tensor:
         return self.forward_features(self.features(images), context)
 
-    def trainable_fraction(self) -> float:
-        """Trainable parameters / all parameters (the paper's light-weight claim)."""
-        total = sum(p.numel() for p in self.parameters())
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return trainable / max(1, total)
-
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Rectifier and head weights only: what a fine-tuning run needs to save."""
         return {

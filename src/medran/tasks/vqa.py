@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from medran.data.errors import DataError
@@ -23,7 +25,8 @@ from medran.data.manifest import ANSWER_TYPES, SPLITS
 from medran.errors import InputError
 from medran.models.coattention import CoAttentionHead
 from medran.models.factory import ClipModel
-from medran.models.finetune import ImageTokenEncoder, TextTokenEncoder
+from medran.models.finetune import ImageTokenEncoder, TextTokenEncoder, build_head
+from medran.params import CoAttentionParams
 from medran.tasks.base import Split, Task
 
 log = logging.getLogger(__name__)
@@ -81,15 +84,17 @@ class VqaTask(Task):
     def build_head(
         self, name: str, encoder: nn.Module, clip: ClipModel, **options: Any
     ) -> nn.Module:
-        """The co-attention head with classifier ``name``; ``options`` go to CoAttentionHead
-        (depth, width, heads, mlp_ratio, dropout, classifier_options)."""
+        """The co-attention head around classifier ``name``: ``options`` are the
+        ``finetune.vqa`` params (depth, width, heads, mlp_ratio, dropout) plus
+        ``classifier_options`` for the classifier."""
         text_dim = TextTokenEncoder(clip).out_dim
+        classifier_options = options.pop("classifier_options", None) or {}
         try:
-            return CoAttentionHead(
-                encoder.out_dim, text_dim, len(self.classes), classifier=name, **options
-            )
-        except TypeError as e:
+            settings = CoAttentionParams(**options)
+        except ValidationError as e:
             raise InputError(f"bad co-attention head options {sorted(options)}: {e}") from e
+        classifier = partial(build_head, name, n_out=len(self.classes), **classifier_options)
+        return CoAttentionHead(encoder.out_dim, text_dim, settings, classifier)
 
     def loss_fn(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         known = targets != UNKNOWN

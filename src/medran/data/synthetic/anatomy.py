@@ -48,12 +48,12 @@ def draw_brain(
     canvas: Canvas, anatomy: Gen, lesions: tuple[Lesion, ...], scene: Gen, rng: Gen
 ) -> None:
     rx, ry = anatomy.uniform(0.66, 0.74), anatomy.uniform(0.8, 0.88)
-    canvas.paint("soft", canvas.ellipse(0.0, 0.0, rx + 0.05, ry + 0.05))
-    canvas.paint("bone", canvas.ring(0.0, 0.0, rx, ry, anatomy.uniform(0.06, 0.09)))
-    canvas.paint("fat", canvas.ellipse(0.0, 0.02, rx * 0.62, ry * 0.7), opacity=0.3)
+    canvas.paint("soft", canvas.ellipse((0.0, 0.0), (rx + 0.05, ry + 0.05)))
+    canvas.paint("bone", canvas.ring((0.0, 0.0), (rx, ry), anatomy.uniform(0.06, 0.09)))
+    canvas.paint("fat", canvas.ellipse((0.0, 0.02), (rx * 0.62, ry * 0.7)), opacity=0.3)
     tilt, width = anatomy.uniform(0.25, 0.4), anatomy.uniform(0.05, 0.07)
     for sign in (-1, 1):
-        ventricle = canvas.ellipse(sign * 0.1, -0.05, width, 0.22, angle=-sign * tilt)
+        ventricle = canvas.ellipse((sign * 0.1, -0.05), (width, 0.22), angle=-sign * tilt)
         canvas.paint("fluid", ventricle)
     canvas.paint("soft", canvas.capsule((0.0, -ry + 0.1), (0.0, ry - 0.1), 0.02), opacity=0.5)
     for lesion in lesions:
@@ -62,7 +62,7 @@ def draw_brain(
         radius = rng.uniform(0.16, 0.2) if lesion.size == "large" else rng.uniform(0.08, 0.11)
         if lesion.finding == "mass":
             # Oedema halo (fluid) around a solid core.
-            canvas.paint("fluid", canvas.ellipse(cx, cy, radius * 1.6, radius * 1.6), 0.35)
+            canvas.paint("fluid", canvas.ellipse((cx, cy), (radius * 1.6, radius * 1.6)), 0.35)
             canvas.paint("dense", blob(canvas, rng, cx, cy, radius), rng.uniform(0.7, 0.95))
         else:
             canvas.paint("blood", blob(canvas, rng, cx, cy, radius), rng.uniform(0.7, 0.95))
@@ -72,17 +72,17 @@ def draw_abdomen(
     canvas: Canvas, anatomy: Gen, lesions: tuple[Lesion, ...], scene: Gen, rng: Gen
 ) -> None:
     rx, ry = anatomy.uniform(0.82, 0.9), anatomy.uniform(0.62, 0.7)
-    canvas.paint("fat", canvas.ellipse(0.0, 0.0, rx, ry))
-    canvas.paint("soft", canvas.ellipse(0.0, 0.0, rx - 0.08, ry - 0.08))
+    canvas.paint("fat", canvas.ellipse((0.0, 0.0), (rx, ry)))
+    canvas.paint("soft", canvas.ellipse((0.0, 0.0), (rx - 0.08, ry - 0.08)))
     liver = anatomy.uniform(0.34, 0.4)
-    canvas.paint("organ", canvas.ellipse(-0.35, -0.12, liver, liver * 0.8, angle=0.2))
-    canvas.paint("organ", canvas.ellipse(0.5, -0.15, 0.14, 0.2, angle=-0.3))
+    canvas.paint("organ", canvas.ellipse((-0.35, -0.12), (liver, liver * 0.8), angle=0.2))
+    canvas.paint("organ", canvas.ellipse((0.5, -0.15), (0.14, 0.2), angle=-0.3))
     for sign in (-1, 1):
-        canvas.paint("organ", canvas.ellipse(sign * 0.32, 0.28, 0.1, 0.15, angle=sign * 0.3))
-    canvas.paint("blood", canvas.ellipse(0.05, 0.24, 0.05, 0.05))
-    canvas.paint("bone", canvas.ellipse(0.0, 0.42, 0.11, 0.1))
+        canvas.paint("organ", canvas.ellipse((sign * 0.32, 0.28), (0.1, 0.15), angle=sign * 0.3))
+    canvas.paint("blood", canvas.ellipse((0.05, 0.24), (0.05, 0.05)))
+    canvas.paint("bone", canvas.ellipse((0.0, 0.42), (0.11, 0.1)))
     for _ in range(int(scene.integers(2, 6))):
-        gas = canvas.ellipse(scene.uniform(-0.15, 0.4), scene.uniform(-0.3, 0.15), 0.04, 0.03)
+        gas = canvas.ellipse((scene.uniform(-0.15, 0.4), scene.uniform(-0.3, 0.15)), (0.04, 0.03))
         canvas.paint("air", gas, opacity=0.8)
     for lesion in lesions:
         sign = side_signs(lesion.side)[0]
@@ -91,7 +91,7 @@ def draw_abdomen(
         cy = rng.uniform(-0.2, 0.1)
         radius = rng.uniform(0.15, 0.19) if lesion.size == "large" else rng.uniform(0.08, 0.11)
         if lesion.finding == "cyst":
-            canvas.paint("fluid", canvas.ellipse(cx, cy, radius, radius * 0.9))
+            canvas.paint("fluid", canvas.ellipse((cx, cy), (radius, radius * 0.9)))
         else:
             canvas.paint("dense", blob(canvas, rng, cx, cy, radius), rng.uniform(0.7, 0.95))
 
@@ -104,11 +104,11 @@ def draw_knee(
     canvas.paint("soft", canvas.capsule((0.0, -1.3), (0.0, 1.3), anatomy.uniform(0.95, 1.1)))
     _long_bone(canvas, (0.0, -1.3), (0.0, -0.3), shaft)
     for sign in (-1, 1):
-        canvas.paint("bone", canvas.ellipse(sign * 0.14, -0.2, 0.16, 0.12))
-    canvas.paint("bone", canvas.ellipse(0.0, 0.1, 0.3, 0.07))
+        canvas.paint("bone", canvas.ellipse((sign * 0.14, -0.2), (0.16, 0.12)))
+    canvas.paint("bone", canvas.ellipse((0.0, 0.1), (0.3, 0.07)))
     _long_bone(canvas, (0.0, 0.12), (0.0, 1.3), shaft * 0.95)
     _long_bone(canvas, (fibula * 0.3, 0.2), (fibula * 0.27, 1.3), 0.08)
-    canvas.paint("bone", canvas.ellipse(0.0, -0.3, 0.13, 0.15), opacity=0.3)
+    canvas.paint("bone", canvas.ellipse((0.0, -0.3), (0.13, 0.15)), opacity=0.3)
     for lesion in lesions:
         sign = side_signs(lesion.side)[0]
         center = (sign * rng.uniform(0.1, 0.2), rng.uniform(0.08, 0.22))
@@ -120,7 +120,7 @@ def draw_hand(
 ) -> None:
     spread = anatomy.uniform(1.2, 1.4)
     canvas.paint("soft", canvas.capsule((0.0, 0.6), (0.0, 1.4), 0.55))
-    canvas.paint("soft", canvas.ellipse(0.0, 0.35, 0.42, 0.38))
+    canvas.paint("soft", canvas.ellipse((0.0, 0.35), (0.42, 0.38)))
     bases = [-0.27 + 0.18 * i for i in range(4)]
     lengths = [0.75, 0.9, 0.85, 0.7]
     axes = []
@@ -138,7 +138,7 @@ def draw_hand(
             canvas.paint("bone", canvas.capsule(p0, p1, 0.05))
     canvas.paint("bone", canvas.capsule((thumb * 0.3, 0.5), (thumb * 0.66, -0.05), 0.055))
     for k in range(6):
-        carpal = canvas.ellipse(-0.2 + 0.08 * k, 0.72 + 0.05 * (k % 2), 0.045, 0.04)
+        carpal = canvas.ellipse((-0.2 + 0.08 * k, 0.72 + 0.05 * (k % 2)), (0.045, 0.04))
         canvas.paint("bone", carpal)
     for sign in (-1, 1):
         _long_bone(canvas, (sign * 0.13, 0.82), (sign * 0.13, 1.4), 0.11)
@@ -155,19 +155,21 @@ def draw_hand(
 def draw_pelvis(
     canvas: Canvas, anatomy: Gen, lesions: tuple[Lesion, ...], scene: Gen, rng: Gen
 ) -> None:
-    canvas.paint("soft", canvas.ellipse(0.0, 0.05, 0.92, anatomy.uniform(0.75, 0.85)))
-    canvas.paint("bone", canvas.ellipse(0.0, -0.2, 0.15, 0.28), opacity=0.7)
-    canvas.paint("bone", canvas.ring(0.0, 0.1, 0.33, 0.28, 0.05))
+    canvas.paint("soft", canvas.ellipse((0.0, 0.05), (0.92, anatomy.uniform(0.75, 0.85))))
+    canvas.paint("bone", canvas.ellipse((0.0, -0.2), (0.15, 0.28)), opacity=0.7)
+    canvas.paint("bone", canvas.ring((0.0, 0.1), (0.33, 0.28), 0.05))
     necks = {}
     for sign in (-1, 1):
-        canvas.paint("bone", canvas.ellipse(sign * 0.45, -0.3, 0.33, 0.3, angle=sign * 0.4), 0.6)
-        canvas.paint("bone", canvas.ellipse(sign * 0.2, 0.38, 0.18, 0.14))
-        canvas.paint("soft", canvas.ellipse(sign * 0.2, 0.38, 0.1, 0.08))
+        canvas.paint(
+            "bone", canvas.ellipse((sign * 0.45, -0.3), (0.33, 0.3), angle=sign * 0.4), 0.6
+        )
+        canvas.paint("bone", canvas.ellipse((sign * 0.2, 0.38), (0.18, 0.14)))
+        canvas.paint("soft", canvas.ellipse((sign * 0.2, 0.38), (0.1, 0.08)))
         head = (sign * anatomy.uniform(0.5, 0.55), 0.18)
         base = (sign * 0.63, 0.4)
-        canvas.paint("bone", canvas.ellipse(head[0], head[1], 0.12, 0.12))
+        canvas.paint("bone", canvas.ellipse(head, (0.12, 0.12)))
         canvas.paint("bone", canvas.capsule(head, base, 0.13))
-        canvas.paint("bone", canvas.ellipse(sign * 0.73, 0.36, 0.07, 0.08))
+        canvas.paint("bone", canvas.ellipse((sign * 0.73, 0.36), (0.07, 0.08)))
         _long_bone(canvas, base, (sign * 0.66, 1.2), 0.2)
         necks[sign] = (head, base)
     for lesion in lesions:

@@ -16,8 +16,6 @@ import numpy as np
 MODALITIES = ("x-ray", "ct", "mri", "ultrasound")
 BODY_PARTS = ("chest", "brain", "abdomen", "knee", "hand", "pelvis")
 SIZES = ("small", "large")
-# "none" marks a finding without laterality (e.g. an enlarged heart).
-SIDES = ("left", "right", "bilateral", "none")
 
 # Which modalities plausibly image which body part (first one is the most common).
 BODY_PART_MODALITIES: dict[str, tuple[str, ...]] = {
@@ -35,7 +33,7 @@ class FindingRule:
     """Where a finding can occur, on which sides, and whether it has a size."""
 
     body_parts: tuple[str, ...]
-    sides: tuple[str, ...]
+    sides: tuple[str, ...]  # left, right, bilateral, or none (no laterality: an enlarged heart)
     sized: bool = True
 
 

@@ -51,14 +51,14 @@ class Canvas:
 
     def ellipse(
         self,
-        cx: float,
-        cy: float,
-        rx: float,
-        ry: float,
+        center: tuple[float, float],
+        radii: tuple[float, float],
         angle: float = 0.0,
         edge: float | None = None,
     ) -> np.ndarray:
-        """Alpha of an ellipse; ``edge`` widens the soft rim (anatomy units)."""
+        """Alpha of an ellipse of ``radii`` (u, v) turned by ``angle``; ``edge`` widens the
+        soft rim (anatomy units)."""
+        (cx, cy), (rx, ry) = center, radii
         cos, sin = np.cos(angle), np.sin(angle)
         du, dv = self.u - cx, self.v - cy
         a = (cos * du + sin * dv) / rx
@@ -66,9 +66,12 @@ class Canvas:
         radius = np.sqrt(a * a + b * b)
         return self._edge((1.0 - radius) * min(rx, ry), edge)
 
-    def ring(self, cx: float, cy: float, rx: float, ry: float, thickness: float) -> np.ndarray:
-        outer = self.ellipse(cx, cy, rx, ry)
-        inner = self.ellipse(cx, cy, rx - thickness, ry - thickness)
+    def ring(
+        self, center: tuple[float, float], radii: tuple[float, float], thickness: float
+    ) -> np.ndarray:
+        rx, ry = radii
+        outer = self.ellipse(center, radii)
+        inner = self.ellipse(center, (rx - thickness, ry - thickness))
         return outer * (1.0 - inner)
 
     def capsule(
@@ -110,10 +113,10 @@ def blob(
     """A lobulated roundish lesion: two overlapping random ellipses."""
     angle = rng.uniform(0.0, np.pi)
     aspect = rng.uniform(0.75, 1.0)
-    alpha = canvas.ellipse(cx, cy, radius, radius * aspect, angle)
+    alpha = canvas.ellipse((cx, cy), (radius, radius * aspect), angle)
     offset = rng.uniform(0.2, 0.5) * radius
     lobe = canvas.ellipse(
-        cx + offset * np.cos(angle), cy + offset * np.sin(angle), radius * 0.7, radius * 0.6
+        (cx + offset * np.cos(angle), cy + offset * np.sin(angle)), (radius * 0.7, radius * 0.6)
     )
     return np.maximum(alpha, lobe)
 

@@ -30,7 +30,7 @@ def draw_chest(
         "rib_gap": anatomy.uniform(0.17, 0.2),
     }
     found = {lesion.finding: lesion for lesion in lesions}
-    canvas.paint("soft", canvas.ellipse(0.0, 0.05, shape["body_w"], 0.98))
+    canvas.paint("soft", canvas.ellipse((0.0, 0.05), (shape["body_w"], 0.98)))
     lungs = {sign: _lung(canvas, shape, sign, scene) for sign in (-1, 1)}
     if "pneumothorax" in found:
         _pneumothorax(canvas, shape, found["pneumothorax"], rng)
@@ -40,7 +40,7 @@ def draw_chest(
     r = shape["heart_r"]
     canvas.paint("soft", canvas.capsule((0.0, -0.85), (0.0, 0.2), 0.24))
     canvas.paint(
-        "soft", canvas.ellipse(0.05 + 0.35 * r * (heart_scale - 1), 0.3, r * heart_scale, r)
+        "soft", canvas.ellipse((0.05 + 0.35 * r * (heart_scale - 1), 0.3), (r * heart_scale, r))
     )
     for lesion in lesions:
         for sign in side_signs(lesion.side):
@@ -50,7 +50,7 @@ def draw_chest(
 
 def _lung(canvas: Canvas, shape: dict, sign: int, scene: np.random.Generator) -> np.ndarray:
     cx = sign * shape["lung_dx"]
-    alpha = canvas.ellipse(cx, -0.05, shape["lung_w"], shape["lung_h"], angle=-sign * 0.08)
+    alpha = canvas.ellipse((cx, -0.05), (shape["lung_w"], shape["lung_h"]), angle=-sign * 0.08)
     canvas.paint("lung", alpha)
     # Faint vessel markings fanning out from the hilum; per image so follow-ups differ a bit.
     for _ in range(4):
@@ -66,13 +66,13 @@ def _pneumothorax(canvas: Canvas, shape: dict, lesion: Lesion, rng: np.random.Ge
     """Free air (dark, no markings) around a collapsed lung edged by a visible pleural line."""
     for sign in side_signs(lesion.side):
         cx = sign * shape["lung_dx"]
-        lung = canvas.ellipse(cx, -0.05, shape["lung_w"] * 1.02, shape["lung_h"] * 1.02)
+        lung = canvas.ellipse((cx, -0.05), (shape["lung_w"] * 1.02, shape["lung_h"] * 1.02))
         k = rng.uniform(0.78, 0.86) if lesion.size == "small" else rng.uniform(0.55, 0.65)
         ccx = cx - sign * shape["lung_w"] * (1 - k) * 0.8
         ccy = -0.05 + shape["lung_h"] * (1 - k) * 0.5
-        collapsed = canvas.ellipse(ccx, ccy, shape["lung_w"] * k, shape["lung_h"] * k)
+        collapsed = canvas.ellipse((ccx, ccy), (shape["lung_w"] * k, shape["lung_h"] * k))
         canvas.paint("air", lung * (1.0 - collapsed))
-        pleura = canvas.ring(ccx, ccy, shape["lung_w"] * k, shape["lung_h"] * k, 0.02)
+        pleura = canvas.ring((ccx, ccy), (shape["lung_w"] * k, shape["lung_h"] * k), 0.02)
         canvas.paint("soft", pleura, opacity=0.45)
 
 
@@ -89,13 +89,13 @@ def _draw_lung_lesion(
     large = lesion.size == "large"
     if lesion.finding == "nodule":
         radius = rng.uniform(0.08, 0.095) if large else rng.uniform(0.055, 0.07)
-        canvas.paint("dense", canvas.ellipse(cx, cy, radius, radius), rng.uniform(0.6, 0.9))
+        canvas.paint("dense", canvas.ellipse((cx, cy), (radius, radius)), rng.uniform(0.6, 0.9))
     elif lesion.finding == "mass":
         radius = rng.uniform(0.17, 0.2) if large else rng.uniform(0.12, 0.15)
         canvas.paint("dense", blob(canvas, rng, cx, cy, radius), rng.uniform(0.6, 0.9))
     elif lesion.finding == "consolidation":
         radius = rng.uniform(0.24, 0.3) if large else rng.uniform(0.16, 0.2)
-        patch = canvas.ellipse(cx, cy + 0.1, radius, radius * 1.2, edge=radius * 0.6)
+        patch = canvas.ellipse((cx, cy + 0.1), (radius, radius * 1.2), edge=radius * 0.6)
         patchy = 0.65 + 0.35 * canvas.smooth_noise(rng)
         canvas.paint("dense", patch * lung * patchy, rng.uniform(0.45, 0.7))
     elif lesion.finding == "effusion":
@@ -111,7 +111,7 @@ def _effusion(
     base = -0.05 + shape["lung_h"]
     lateral = np.clip((canvas.u - cx) * sign / shape["lung_w"], -1.0, 1.0)
     level = base - height - 0.05 * (lateral + 1.0) ** 2
-    region = canvas.ellipse(cx, -0.02, shape["lung_w"] * 1.08, shape["lung_h"] * 1.06)
+    region = canvas.ellipse((cx, -0.02), (shape["lung_w"] * 1.08, shape["lung_h"] * 1.06))
     canvas.paint("fluid", region * canvas.halfplane(level, edge=0.05), rng.uniform(0.75, 0.95))
 
 

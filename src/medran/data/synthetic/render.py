@@ -12,6 +12,8 @@ Randomness is split into independent streams drawn from ``rng`` in a fixed order
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
@@ -30,19 +32,29 @@ TISSUE_VALUES: dict[str, tuple[float, ...]] = {
 TISSUE_JITTER = 0.03
 
 
+@dataclass(frozen=True)
+class Shift:
+    """The downstream distribution shift: ``contrast`` scales intensities around the mean and
+    ``scale`` zooms the anatomy."""
+
+    contrast: float
+    scale: float
+
+
+NO_SHIFT = Shift(contrast=1.0, scale=1.0)  # upstream images
+
+
 def render(
     attrs: Attributes,
     rng: np.random.Generator,
     size: int = 64,
-    contrast: float = 1.0,
-    scale: float = 1.0,
+    shift: Shift = NO_SHIFT,
     noise: float = 0.06,
     rgb: bool = False,
 ) -> np.ndarray:
     """Return a ``uint8`` image, ``(size, size)`` or ``(size, size, 3)`` when ``rgb``.
 
-    ``contrast`` scales intensities around the mean and ``scale`` zooms the anatomy (the
-    downstream distribution shift); ``noise`` is the std of additive pixel noise in [0, 1] units.
+    ``noise`` is the std of additive pixel noise in [0, 1] units.
     """
     if size < 8:
         raise ValueError(f"image size must be at least 8 pixels, got {size}")
@@ -56,7 +68,7 @@ def render(
     }
     transform = Transform(
         angle=float(np.clip(jitter.normal(0.0, 0.07), -0.15, 0.15)),
-        scale=scale * jitter.uniform(0.9, 1.08),
+        scale=shift.scale * jitter.uniform(0.9, 1.08),
         shift_x=jitter.uniform(-0.07, 0.07),
         shift_y=jitter.uniform(-0.07, 0.07),
     )
@@ -64,7 +76,7 @@ def render(
     anatomy = np.random.default_rng(attrs.anatomy_seed)
     DRAWERS[attrs.body_part](canvas, anatomy, attrs.lesions, scene, lesion_rng)
     image = _acquire(canvas, attrs.modality, jitter, noise_rng)
-    image = _finish(image, size, contrast, noise, jitter, noise_rng)
+    image = _finish(image, size, shift.contrast, noise, jitter, noise_rng)
     pixels = np.round(image * 255.0).astype(np.uint8)
     return np.repeat(pixels[:, :, None], 3, axis=2) if rgb else pixels
 
