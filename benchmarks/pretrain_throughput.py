@@ -41,21 +41,29 @@ MODEL = "medran-tiny"
 
 
 def make_data(root: Path) -> Path:
-    """A data root with default-size synthetic data, prepared as the pipeline prepares it."""
-    from medran import layout
-    from medran.params import PrepareDataParams, SynthesizeParams
-    from medran.pipeline import prepare_data, synthesize
+    """A data root with params.yaml's synthetic data, made and prepared by the pipeline's own
+    stages (the sources relative to ``root``)."""
+    import contextlib
+
+    import yaml
+
+    from medran.params import deep_merge, read_yaml
+    from medran.runner import run_stage
 
     sources = {
-        "upstream": {"format": "rocov2_csv", "path": "raw/rocov2"},
-        "targets": {"format": "medicat_jsonl", "path": "raw/medicat"},
-        "cls": {"format": "chestxray14_csv", "path": "raw/chestxray14"},
-        "vqa": {"format": "vqarad_json", "path": "raw/vqarad"},
+        "upstream": {"path": "raw/rocov2"},
+        "targets": {"path": "raw/medicat"},
+        "cls": {"path": "raw/chestxray14"},
+        "vqa": {"path": "raw/vqarad"},
     }
-    synthesize.run(SynthesizeParams(), root / "raw")
-    params = PrepareDataParams.model_validate({"image_size": 64, "sources": sources})
-    prepare_data.run(params, root, root / layout.PREPARED, seed=0)
-    return root / layout.PREPARED
+    project = read_yaml(Path(__file__).resolve().parents[1] / "params.yaml")
+    params = deep_merge(project, {"prepare_data": {"image_size": 64, "sources": sources}})
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with contextlib.chdir(root):
+        run_stage("synthesize", ["--out", "raw", "--metrics", "synthesize.json"])
+        run_stage("prepare_data", ["--out", "prepared", "--metrics", "prepare_data.json"])
+    return root / "prepared"
 
 
 def write_csv(prepared: Path, csv_path: Path) -> int:

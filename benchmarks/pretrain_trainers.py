@@ -47,7 +47,7 @@ def run_ours(setup: dict[str, Any]) -> dict:
     from medran.models.factory import create_clip
     from medran.training.clip_objective import ClipObjective
     from medran.training.data import image_text_tensors
-    from medran.training.loop import LoopConfig, make_accelerator, train
+    from medran.training.loop import LoopConfig, LoopHooks, make_accelerator, train
 
     torch.set_num_threads(setup["threads"])
     table = pd.read_csv(setup["csv"], sep="\t")
@@ -76,7 +76,7 @@ def run_ours(setup: dict[str, Any]) -> dict:
         dataset,
         objective,
         cfg,
-        on_step=lambda step, values: losses.append(values["loss"]),
+        LoopHooks(on_step=lambda step, values: losses.append(values["loss"])),
     )
     end = time.perf_counter()
     return {

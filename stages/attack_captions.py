@@ -1,29 +1,6 @@
 """DVC stage ``attack_captions``: an adversarial caption for every attacked image."""
 
-import argparse
-from pathlib import Path
-
-from medran.params import load_params
-from medran.runner import stage_main, write_metrics
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--captioner", type=Path, default=None)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
-    args = parser.parse_args()
-
-    params = load_params(args.params)
-    from medran.pipeline import attack_captions
-
-    metrics = attack_captions.run(
-        params.attack_captions, args.data, args.out, args.captioner, params.experiment
-    )
-    write_metrics(args.metrics, metrics)
-
+from medran.runner import stage_main
 
 if __name__ == "__main__":
-    stage_main(main, "attack_captions")
+    stage_main("attack_captions")

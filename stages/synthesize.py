@@ -1,24 +1,6 @@
 """DVC stage ``synthesize``: write the embedded synthetic corpus in the real datasets' layouts."""
 
-import argparse
-from pathlib import Path
-
-from medran.params import load_params
-from medran.runner import stage_main, write_metrics
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
-    args = parser.parse_args()
-
-    params = load_params(args.params)
-    from medran.pipeline import synthesize
-
-    write_metrics(args.metrics, synthesize.run(params.synthesize, args.out))
-
+from medran.runner import stage_main
 
 if __name__ == "__main__":
-    stage_main(main, "synthesize")
+    stage_main("synthesize")

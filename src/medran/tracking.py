@@ -16,9 +16,10 @@ import numbers
 import os
 import socket
 import subprocess
+import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from medran.errors import InputError
 log = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+BATCH = 1000  # metrics per MLflow log_batch call, MLflow's limit
 
 
 def tracking_uri() -> str:
@@ -166,6 +168,25 @@ class StageRun:
 
             plain = {k: float(v) for k, v in metrics.items() if _is_number(v)}
             mlflow.log_metrics(plain, step=step)
+
+    def log_steps(self, steps: Sequence[tuple[int, Mapping[str, float]]]) -> None:
+        """Per-step metrics ``[(step, {key: value}), ...]`` in batched MLflow calls: a call per
+        step costs more than a small model's whole training on a SQLite store."""
+        if not self.run_id or not steps:
+            return
+        import mlflow
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        metrics = [
+            Metric(key, float(value), stamp, step)
+            for step, values in steps
+            for key, value in values.items()
+            if _is_number(value)
+        ]
+        client = mlflow.MlflowClient()
+        for begin in range(0, len(metrics), BATCH):
+            client.log_batch(self.run_id, metrics=metrics[begin : begin + BATCH])
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if self.run_id:

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from medran import layout
-from medran.params import PrepareDataParams, SynthesizeParams
-from medran.pipeline import prepare_data, synthesize
+from medran.contracts import PrepareDataPaths, SynthesizePaths, ValidateDataPaths
+from medran.params import Params
+from medran.pipeline import prepare_data, synthesize, validate_data
+from medran.quality.gx import QualityGateError
+from medran.runner import write_metrics
+from tests.helpers import project_params
 
-SMALL = SynthesizeParams(
-    n_upstream=60, n_targets=30, n_cls_patients=20, max_followups=2, n_vqa_images=15
-)
+# Changes to params.yaml's synthesize section: a small corpus.
+SMALL = {
+    "n_upstream": 60,
+    "n_targets": 30,
+    "n_cls_patients": 20,
+    "max_followups": 2,
+    "n_vqa_images": 15,
+}
 
 
 # The synthetic corpus' layouts, relative to a data root that holds ``raw/``.
@@ -24,12 +35,34 @@ SOURCES = {
 }
 
 
-def make_data_root(root: Path, synth: SynthesizeParams = SMALL, image_size: int = 64) -> Path:
-    """``root/raw`` in the real layouts, ``root/prepared`` as prepare_data writes it."""
-    synthesize.run(synth, root / "raw")
-    params = PrepareDataParams.model_validate({"image_size": image_size, "sources": SOURCES})
-    prepare_data.run(params, root, root / layout.PREPARED, seed=0)
+def make_data_root(root: Path, synth: dict[str, Any] = SMALL, image_size: int = 64) -> Path:
+    """``root/raw`` in the real layouts, ``root/prepared`` as prepare_data writes it.
+
+    ``synth`` changes params.yaml's synthesize section; sources are read relative to ``root``
+    (prepare_data reads them relative to the working directory, the project root)."""
+    params = project_params(
+        seed=0,
+        synthesize=synth,
+        prepare_data={"image_size": image_size, "sources": SOURCES},
+    )
+    synthesize.run(params, paths=SynthesizePaths(out=root / "raw", metrics=root / "unused.json"))
+    with contextlib.chdir(root):
+        out = PrepareDataPaths(out=root / layout.PREPARED, metrics=root / "unused.json")
+        prepare_data.run(params, paths=out)
     return root
+
+
+def run_gate(gate: str, data_root: Path, out: Path, params: Params) -> dict[str, Any]:
+    """A data-quality gate as the runner runs it: Data Docs in ``out/docs`` and its report
+    written to ``out/result.json`` whether or not it passes (``medran.runner.run_stage``)."""
+    paths = ValidateDataPaths(data=data_root, docs=out / "docs", metrics=out / "result.json")
+    try:
+        report = validate_data.run(params, paths=paths, gate=gate)
+    except QualityGateError as e:
+        write_metrics(paths.metrics, e.metrics)
+        raise
+    write_metrics(paths.metrics, report)
+    return report
 
 
 @pytest.fixture(scope="session")

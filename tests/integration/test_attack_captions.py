@@ -21,13 +21,14 @@ from medran import layout
 from medran.attacks.captions.llm import LlmBackend, load_llm
 from medran.attacks.captions.rules import rewrite_caption
 from medran.attacks.lexicon import body_part_of
+from medran.contracts import AttackCaptionsPaths
 from medran.data.errors import DataError
 from medran.data.manifest import ADV_CAPTION_COLUMNS, ADV_IMAGE_COLUMNS
 from medran.errors import InputError
 from medran.models.factory import create_clip, load_local_dir, save_local_dir
 from medran.models.wrappers import ImageEncoder
-from medran.params import AttackCaptionsParams
 from medran.pipeline import attack_captions
+from tests.helpers import project_params, section
 from tests.integration import tiny_hf
 
 N_ATTACKED = 10
@@ -120,9 +121,14 @@ def tracking(tmp_path_factory: pytest.TempPathFactory):
 
 
 def run_stage(root: Path, out: Path, captioner_dir: Path | None = None, **params) -> dict:
-    return attack_captions.run(
-        AttackCaptionsParams.model_validate(params), root, out, captioner_dir, EXPERIMENT
+    """The stage with ``params`` changing params.yaml's attack_captions section (and the
+    caption build_noisy takes, which must match a captioner backend)."""
+    noisy = {"caption": "captioner"} if params.get("backend") == "captioner" else {}
+    whole = project_params(experiment=EXPERIMENT, attack_captions=params, build_noisy=noisy)
+    paths = AttackCaptionsPaths(
+        data=root, out=out, metrics=out.parent / "metrics.json", captioner=captioner_dir
     )
+    return attack_captions.run(whole, paths=paths)
 
 
 def read(out: Path) -> pd.DataFrame:
@@ -204,7 +210,7 @@ def test_llm_uses_the_chat_template_when_there_is_one(llm_dir: Path) -> None:
     model, tokenizer = load_llm(str(llm_dir))
     assert tokenizer.padding_side == "left"
     tokenizer.chat_template = "{% for m in messages %}<{{ m.role }}> {{ m.content }} {% endfor %}"
-    backend = LlmBackend(AttackCaptionsParams().llm, model, tokenizer, seed=0)
+    backend = LlmBackend(section("attack_captions").llm, model, tokenizer, seed=0)
     job = CaptionJob("upstream-1", "CT of the chest.", target_body_part="knee")
     prompt = backend._prompt(job)
     assert prompt.startswith("<user> Rewrite") and "knee" in prompt
@@ -261,9 +267,9 @@ def test_prompted_image_to_text_captioner_gets_the_papers_question(
 ) -> None:
     from medran.attacks.captions.captioner import load_image_to_text
 
-    params = AttackCaptionsParams.model_validate(
-        {"backend": "captioner", "captioner": {"model": str(prompted_captioner_dir)}}
-    )
+    captions = {"backend": "captioner", "captioner": {"model": str(prompted_captioner_dir)}}
+    params = project_params(attack_captions=captions, build_noisy={"caption": "captioner"})
+    params = params.attack_captions
     captioner = load_image_to_text(params.captioner)
     assert captioner.prompted
     image = Image.open(next((attacked_root / layout.ATTACK_IMAGES / "png").iterdir()))
@@ -310,15 +316,14 @@ def test_missing_attack_manifest_is_named(data_root: Path, tmp_path: Path) -> No
 def test_outputs_pass_the_adversarial_caption_gate(
     attacked_root: Path, llm_dir: Path, tracking: str, backend: str
 ) -> None:
-    from medran.params import parse_params
     from medran.quality.adversarial import adversarial_checks
     from medran.quality.gx import validate_tables
 
-    section = {"backend": backend, "llm": {"model": str(llm_dir), "max_new_tokens": 2}}
-    run_stage(attacked_root, attacked_root / layout.ATTACK_CAPTIONS, **section)
+    captions = {"backend": backend, "llm": {"model": str(llm_dir), "max_new_tokens": 2}}
+    run_stage(attacked_root, attacked_root / layout.ATTACK_CAPTIONS, **captions)
     sources = {role: {"format": fmt, "path": "raw"} for role, fmt in FORMATS.items()}
-    params = parse_params(
-        {"prepare_data": {"sources": sources}, "attack_captions": section, "noise_levels": [0.0]}
+    params = project_params(
+        prepare_data={"sources": sources}, attack_captions=captions, noise_levels=[0.0]
     )
     [outcome] = validate_tables([adversarial_checks(attacked_root, params)["attack_captions"]])
     assert outcome.success, [(o.type, o.column, o.example_values) for o in outcome.failed]

@@ -21,17 +21,24 @@ from PIL import Image
 from medran import layout
 from medran.attacks.selection import attack_order, n_replaced
 from medran.attacks.shards import ShardStore
+from medran.contracts import AttackImagesPaths
 from medran.data.errors import DataError
 from medran.data.manifest import ADV_IMAGE_COLUMNS, read_manifest
 from medran.errors import InputError
 from medran.models.factory import create_clip, save_local_dir
 from medran.params import AttackImagesParams, ParamsError, parse_params
 from medran.pipeline import attack_images
+from tests.helpers import project_params
 
 ROOT = Path(__file__).resolve().parents[2]
-# 48 train pairs at max_fraction 0.25 -> 12 attacked, 3 shards of 4, 2 batches per shard.
-PARAMS = AttackImagesParams(steps=15, max_fraction=0.25, batch_size=2, shard_size=4)
 EXPERIMENT = "attack-test"
+# 48 train pairs at max_fraction 0.25 -> 12 attacked, 3 shards of 4, 2 batches per shard.
+ALL = project_params(
+    experiment=EXPERIMENT,
+    noise_levels=[0.0, 0.25],  # within max_fraction
+    attack_images={"steps": 15, "max_fraction": 0.25, "batch_size": 2, "shard_size": 4},
+)
+PARAMS = ALL.attack_images
 
 
 def fresh_root(data_root: Path, folder: Path) -> Path:
@@ -41,15 +48,20 @@ def fresh_root(data_root: Path, folder: Path) -> Path:
     return folder
 
 
-def attack(root: Path, params: AttackImagesParams = PARAMS, figure: bool = False) -> dict:
-    return attack_images.run(
-        params,
-        root,
-        root / "surrogate" / "attack",
-        root / layout.ATTACK_IMAGES,
-        EXPERIMENT,
-        root / "examples.png" if figure else None,
+def stage_paths(root: Path, out: Path) -> AttackImagesPaths:
+    return AttackImagesPaths(
+        data=root,
+        surrogate=root / "surrogate" / "attack",
+        out=out,
+        metrics=root / "metrics.json",
+        figure=root / "examples.png",
     )
+
+
+def attack(root: Path, params: AttackImagesParams = PARAMS) -> dict:
+    """The stage with ``params`` as its section (unvalidated when made by ``model_copy``)."""
+    whole = ALL.model_copy(update={"attack_images": params})
+    return attack_images.run(whole, paths=stage_paths(root, root / layout.ATTACK_IMAGES))
 
 
 def output_bytes(root: Path) -> dict[str, bytes]:
@@ -65,7 +77,7 @@ def attacked(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
         patch.chdir(folder)  # the SQLite store puts artifacts in ./mlruns
         root = fresh_root(data_root, folder)
-        metrics = attack(root, figure=True)
+        metrics = attack(root)
         runs = mlflow.search_runs(experiment_names=[EXPERIMENT])
         artifacts = [mlflow.artifacts.list_artifacts(run_id=r) for r in runs["run_id"]]
     return root, {"metrics": metrics, "runs": runs, "artifacts": artifacts}
@@ -205,4 +217,4 @@ def test_unreadable_target_image_fails_before_any_attack_work(
 def test_out_dir_outside_the_data_root_is_refused(data_root: Path, tmp_path: Path) -> None:
     root = fresh_root(data_root, tmp_path / "root")
     with pytest.raises(InputError, match="must be inside the data root"):
-        attack_images.run(PARAMS, root, root / "surrogate/attack", tmp_path / "elsewhere", "x")
+        attack_images.run(ALL, paths=stage_paths(root, tmp_path / "elsewhere"))

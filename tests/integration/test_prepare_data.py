@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 from pathlib import Path
@@ -11,32 +12,46 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from medran.contracts import PrepareDataPaths, SynthesizePaths
 from medran.data.errors import DataError
 from medran.data.manifest import columns_for
-from medran.params import ROLE_KIND, PrepareDataParams, SynthesizeParams
+from medran.names import ROLE_KIND
+from medran.params import Params
 from medran.pipeline import prepare_data, synthesize
+from tests.helpers import project_params, section
 from tests.integration.conftest import SOURCES
 
-SMALL = SynthesizeParams(
-    n_upstream=40, n_targets=20, n_cls_patients=20, max_followups=2, n_vqa_images=15
+SMALL = section(
+    "synthesize", n_upstream=40, n_targets=20, n_cls_patients=20, max_followups=2, n_vqa_images=15
 )
+
+
+def write_raw(root: Path) -> None:
+    params = project_params(synthesize=SMALL.model_dump())
+    synthesize.run(params, paths=SynthesizePaths(out=root / "raw", metrics=root / "s.json"))
 
 
 @pytest.fixture(scope="module")
 def raw_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("project")
-    synthesize.run(SMALL, root / "raw")
+    write_raw(root)
     return root
 
 
-def params(**changes: object) -> PrepareDataParams:
-    return PrepareDataParams.model_validate({"image_size": 32, "sources": SOURCES, **changes})
+def params(**changes: object) -> Params:
+    return project_params(seed=0, prepare_data={"image_size": 32, "sources": SOURCES, **changes})
+
+
+def prepare(params: Params, project: Path, out: Path) -> dict:
+    """The stage as DVC runs it: sources are read relative to the working directory."""
+    with contextlib.chdir(project):
+        return prepare_data.run(params, paths=PrepareDataPaths(out=out, metrics=out / "m.json"))
 
 
 @pytest.fixture(scope="module")
 def prepared(raw_root: Path) -> Path:
     out = raw_root / "prepared"
-    prepare_data.run(params(), raw_root, out, seed=0)
+    prepare(params(), raw_root, out)
     return out
 
 
@@ -68,7 +83,7 @@ def test_multi_label_rows_keep_every_label(prepared: Path) -> None:
 
 
 def test_source_split_strategy_keeps_official_splits(raw_root: Path, tmp_path: Path) -> None:
-    prepare_data.run(params(split_strategy="source"), raw_root, tmp_path / "out", seed=0)
+    prepare(params(split_strategy="source"), raw_root, tmp_path / "out")
     cls = pd.read_parquet(tmp_path / "out" / "cls.parquet")
     test_list = (raw_root / "raw/chestxray14/test_list.txt").read_text().split()
     assert set(cls.loc[cls["split"] == "test", "source_id"]) == set(test_list)
@@ -78,7 +93,7 @@ def test_source_split_strategy_keeps_official_splits(raw_root: Path, tmp_path: P
 
 def test_corrupt_source_image_is_named_and_nothing_is_lost(raw_root: Path, tmp_path: Path) -> None:
     project = tmp_path / "project"
-    synthesize.run(SMALL, project / "raw")
+    write_raw(project)
     victim = sorted((project / "raw/chestxray14/images").iterdir())[2]
     victim.write_bytes(victim.read_bytes()[:30])
     out = project / "prepared"
@@ -86,7 +101,7 @@ def test_corrupt_source_image_is_named_and_nothing_is_lost(raw_root: Path, tmp_p
     (out / "earlier.txt").write_text("an earlier result")
 
     with pytest.raises(DataError, match=rf"cls row cls-{victim.name}.*{victim}.*cannot be decoded"):
-        prepare_data.run(params(), project, out, seed=0)
+        prepare(params(), project, out)
     assert (out / "earlier.txt").read_text() == "an earlier result"
     assert sorted(p.name for p in project.iterdir()) == ["prepared", "raw"]
 
@@ -94,13 +109,13 @@ def test_corrupt_source_image_is_named_and_nothing_is_lost(raw_root: Path, tmp_p
 def test_unknown_reader_option_is_named(raw_root: Path, tmp_path: Path) -> None:
     sources = {**SOURCES, "vqa": {**SOURCES["vqa"], "options": {"english_only": True}}}
     with pytest.raises(DataError, match=r"sources\.vqa\.options .*english_only"):
-        prepare_data.run(params(sources=sources), raw_root, tmp_path / "out", seed=0)
+        prepare(params(sources=sources), raw_root, tmp_path / "out")
 
 
 def test_missing_source_folder_is_named(raw_root: Path, tmp_path: Path) -> None:
     sources = {**SOURCES, "cls": {"format": "imagefolder", "path": "raw/nowhere"}}
     with pytest.raises(DataError, match=r"sources\.cls\.path: .*raw/nowhere is not a directory"):
-        prepare_data.run(params(sources=sources), raw_root, tmp_path / "out", seed=0)
+        prepare(params(sources=sources), raw_root, tmp_path / "out")
 
 
 def test_sixteen_bit_and_non_square_images_become_square_rgb(tmp_path: Path) -> None:
@@ -114,7 +129,7 @@ def test_sixteen_bit_and_non_square_images_become_square_rgb(tmp_path: Path) -> 
 
 def test_group_splits_are_exact_and_seeded() -> None:
     groups = pd.Series([f"p{i // 2}" for i in range(200)])
-    fractions = params().split_fractions
+    fractions = params().prepare_data.split_fractions
     first = prepare_data.assign_splits(groups, fractions, seed=0)
     assert first.value_counts().to_dict() == {"train": 160, "val": 20, "test": 20}
     assert first.equals(prepare_data.assign_splits(groups, fractions, seed=0))

@@ -12,16 +12,21 @@ import pytest
 import torch
 
 from medran import layout
+from medran.contracts import EvalUpstreamPaths, PretrainPaths
 from medran.data.errors import DataError
 from medran.data.manifest import ADV_CAPTION_COLUMNS, ADV_IMAGE_COLUMNS, read_manifest
 from medran.models.factory import load_local_dir
-from medran.params import EvalUpstreamParams, ParamsError, PretrainParams, parse_params
+from medran.params import ParamsError, PretrainParams
 from medran.pipeline import eval_upstream, pretrain
 from medran.pipeline.build_noisy import noisy_manifest
 from medran.training.loop import read_progress
+from tests.helpers import project_params
 from tests.integration.conftest import SOURCES, make_data_root
 
-PARAMS = PretrainParams(epochs=2, global_batch_size=16, warmup_steps=2, lr=1e-3)
+BASE = project_params(experiment="medran-test")
+PARAMS = project_params(
+    pretrain={"epochs": 2, "global_batch_size": 16, "warmup_steps": 2, "lr": 1e-3}
+).pretrain
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +42,15 @@ def noisy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def train(root: Path, out: Path, params: PretrainParams = PARAMS, **kwargs) -> dict:
-    return pretrain.run(
-        params,
-        0.0,
-        root,
-        out / "model",
-        out / "checkpoints",
-        "medran-test",
-        out / "loss.csv",
-        **kwargs,
+def train(root: Path, out: Path, params: PretrainParams = PARAMS) -> dict:
+    paths = PretrainPaths(
+        data=root,
+        model=out / "model",
+        checkpoints=out / "checkpoints",
+        metrics=out / "metrics.json",
+        curve=out / "loss.csv",
     )
+    return pretrain.run(BASE.model_copy(update={"pretrain": params}), paths=paths, level=0.0)
 
 
 def test_pretrain_exports_a_model_and_logs_lineage(
@@ -131,9 +134,10 @@ def test_eval_upstream_reports_retrieval_and_zero_shot(
     noisy_root: Path, tmp_path: Path, mlflow_uri: str
 ) -> None:
     train(noisy_root, tmp_path)
-    metrics = eval_upstream.run(
-        EvalUpstreamParams(), 0.0, noisy_root, tmp_path / "model", "medran-test"
+    paths = EvalUpstreamPaths(
+        data=noisy_root, model=tmp_path / "model", metrics=tmp_path / "upstream.json"
     )
+    metrics = eval_upstream.run(BASE, paths=paths, level=0.0)
     for key in ("i2t_r1", "t2i_r10", "zero_shot_accuracy", "mean_recall"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["i2t_r10"] >= metrics["i2t_r1"]
@@ -163,6 +167,5 @@ def test_empty_noisy_corpus_is_refused(noisy_root: Path, tmp_path: Path) -> None
     ],
 )
 def test_bad_pretrain_params_fail_before_training(change: dict, message: str) -> None:
-    raw = {"prepare_data": {"sources": SOURCES}, "pretrain": change}
     with pytest.raises(ParamsError, match=message):
-        parse_params(raw)
+        project_params(prepare_data={"sources": SOURCES}, pretrain=change)

@@ -17,22 +17,30 @@ import pytest
 import yaml
 from PIL import Image
 
-from medran.params import ReportParams
+from medran.contracts import ReportPaths
+from medran.params import Params
 from medran.pipeline import report
 from medran.reporting.inputs import Expected
 from medran.tracking import stage_run
+from tests.helpers import project_params
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPECTED = Expected(
-    levels=(0.0, 0.5),
-    tasks=("cls", "vqa"),
-    methods=("lp", "ran"),
-    seeds=(0, 1),
-    eps=(2.0, 8.0),
-    recall_at=(1, 5),
-    gates=("clean", "adversarial"),
-)
 EXPERIMENT = "medran-test"
+
+
+def params(**report_changes: object) -> Params:
+    """A small pipeline's params; the report expects what they configure (every gate)."""
+    return project_params(
+        experiment=EXPERIMENT,
+        noise_levels=[0.0, 0.5],
+        finetune={"tasks": ["cls", "vqa"], "methods": ["lp", "ran"], "seeds": [0, 1]},
+        eval_robust={"eps": [2.0, 8.0]},
+        eval_upstream={"recall_at": [1, 5]},
+        report=report_changes,
+    )
+
+
+EXPECTED = Expected.from_params(params())
 
 
 def accuracy(level: float, method: str, seed: int, eps: float = 0.0) -> float:
@@ -126,10 +134,10 @@ def write_attacks(data: Path, n: int) -> None:
     pd.DataFrame(rows).to_parquet(data / "attacks" / "images" / "manifest.parquet")
 
 
-def paths_for(root: Path, reports: Path, data: Path) -> report.ReportPaths:
+def paths_for(root: Path, reports: Path, data: Path) -> ReportPaths:
     lock = root / "dvc.lock"
     lock.write_text("schema: '2.0'\nstages: {}\n")
-    return report.ReportPaths(
+    return ReportPaths(
         reports=reports,
         data=data,
         lock=lock,
@@ -137,6 +145,7 @@ def paths_for(root: Path, reports: Path, data: Path) -> report.ReportPaths:
         summary=reports / "summary.md",
         figures=reports / "figures",
         plots=reports / "report",
+        metrics=reports / "report" / "metrics.json",
     )
 
 
@@ -157,7 +166,7 @@ def test_full_tree_gives_tables_figures_plot_data_and_a_tagged_run(
 ) -> None:
     reports, data = make_tree(tmp_path)
     paths = paths_for(tmp_path, reports, data)
-    metrics = report.run(ReportParams(), EXPECTED, paths, EXPERIMENT)
+    metrics = report.run(params(), paths=paths)
     assert metrics["complete"] == 1.0 and metrics["problems"] == 0.0
 
     summary = paths.summary.read_text()
@@ -230,7 +239,7 @@ def test_missing_metrics_and_failed_runs_are_named_and_shown_as_dashes(
         pass
 
     paths = paths_for(tmp_path, reports, data)
-    result = report.run(ReportParams(), EXPECTED, paths, EXPERIMENT)
+    result = report.run(params(), paths=paths)
     assert result["complete"] == 0.0 and result["stages_with_problems"] == 5.0
 
     summary = paths.summary.read_text()
@@ -260,7 +269,7 @@ def stage_command(root: Path, params: dict, *extra: str) -> subprocess.Completed
         "--data",
         "data",
     ]
-    command += ["--gates", *EXPECTED.gates, "--summary", "reports/summary.md"]
+    command += ["--summary", "reports/summary.md"]
     command += ["--figures", "reports/figures", "--plots", "reports/report"]
     command += ["--metrics", "reports/report/metrics.json", *extra]
     return subprocess.run(
@@ -321,7 +330,7 @@ def test_run_budget_is_read_tolerantly(tmp_path: Path, mlflow_uri: str) -> None:
         },
     }
     write_json(paths.benchmarks, budget)
-    report.run(ReportParams(budget_stages=2), EXPECTED, paths, EXPERIMENT)
+    report.run(params(budget_stages=2), paths=paths)
     section = paths.summary.read_text().split("## Run budget\n\n")[1].split("\n\n## ")[0]
     assert section.startswith(
         "Whole pipeline: 301 s wall, peak memory — MB. The 2 slowest of 3 stages:"
@@ -330,5 +339,5 @@ def test_run_budget_is_read_tolerantly(tmp_path: Path, mlflow_uri: str) -> None:
     assert "odd" not in section
 
     paths.benchmarks.write_text("{truncated")
-    assert report.run(ReportParams(), EXPECTED, paths, EXPERIMENT)["complete"] == 1.0
+    assert report.run(params(), paths=paths)["complete"] == 1.0
     assert "Left out: unreadable metrics file" in paths.summary.read_text()

@@ -16,14 +16,29 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from medran.contracts import SynthesizePaths
 from medran.data.synthetic.attributes import BODY_PART_SYNONYMS, CXR14_LABELS
 from medran.data.synthetic.writers import CXR14_HEADER, MEDICAT_JSONL, VQARAD_JSON
-from medran.params import SynthesizeParams
-from medran.pipeline.synthesize import run
+from medran.params import Params
+from medran.pipeline import synthesize
+from tests.helpers import project_params
 
-SMALL = SynthesizeParams(
-    seed=3, image_size=48, n_upstream=60, n_targets=30, n_cls_patients=30, n_vqa_images=40
+SMALL = project_params(
+    synthesize={
+        "seed": 3,
+        "image_size": 48,
+        "n_upstream": 60,
+        "n_targets": 30,
+        "n_cls_patients": 30,
+        "n_vqa_images": 40,
+    }
 )
+
+
+def run(params: Params, out: Path) -> dict[str, float]:
+    return synthesize.run(
+        params, paths=SynthesizePaths(out=out, metrics=out.parent / "metrics.json")
+    )
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -134,8 +149,14 @@ def _pixels(folder: Path, names: pd.Series) -> np.ndarray:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_classification_is_learnable_but_not_trivial(tmp_path: Path, seed: int) -> None:
     """A linear probe on 16x16 pixels, split by patient, lands well between chance and 100%."""
-    params = SynthesizeParams(
-        seed=seed, n_upstream=10, n_targets=10, n_cls_patients=300, n_vqa_images=10
+    params = project_params(
+        synthesize={
+            "seed": seed,
+            "n_upstream": 10,
+            "n_targets": 10,
+            "n_cls_patients": 300,
+            "n_vqa_images": 10,
+        }
     )
     root = tmp_path / "synthetic" / "chestxray14"
     run(params, root.parent)

@@ -106,3 +106,15 @@ def test_orphaned_running_run_is_closed_by_the_next_run(mlflow_uri: str) -> None
     with stage_run("pretrain@0.1", "medran-test", {}):
         pass
     assert mlflow.get_run(orphan.info.run_id).info.status == "KILLED"
+
+
+def test_log_steps_batches_every_step(mlflow_uri: str) -> None:
+    steps = [(step, {"loss": 1.0 / step, "lr": 0.1, "flag": True}) for step in range(1, 1201)]
+    with stage_run("finetune@0.0-cls-lp", "medran-test", {}) as run:
+        run.log_steps(steps)  # 2400 values: three batches
+    history = mlflow.MlflowClient().get_metric_history(run.run_id, "loss")
+    assert sorted(m.step for m in history) == list(range(1, 1201))
+    assert len(mlflow.MlflowClient().get_metric_history(run.run_id, "lr")) == 1200
+    assert not mlflow.MlflowClient().get_metric_history(run.run_id, "flag")
+    with stage_run("x", "medran-test", {}, enabled=False) as disabled:
+        disabled.log_steps(steps)  # a disabled run ignores it

@@ -8,20 +8,29 @@ import mlflow
 import open_clip
 import torch
 
+from medran.contracts import TrainSurrogatePaths
 from medran.models.factory import create_clip, save_local_dir
-from medran.params import TrainSurrogateParams
+from medran.params import Params
 from medran.pipeline import train_surrogate
+from tests.helpers import project_params
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
     return open_clip.create_model(f"local-dir:{folder}").state_dict()
 
 
+def surrogate(params: Params, data_root: Path, out: Path) -> dict[str, float]:
+    paths = TrainSurrogatePaths(data=data_root, out=out, metrics=out.parent / "metrics.json")
+    return train_surrogate.run(params, paths=paths)
+
+
 def test_train_mode_exports_two_different_encoders(
     data_root: Path, tmp_path: Path, mlflow_uri: str
 ) -> None:
-    params = TrainSurrogateParams(epochs=2, batch_size=10)
-    metrics = train_surrogate.run(params, data_root, tmp_path / "surrogate", "medran-test")
+    params = project_params(
+        experiment="medran-test", train_surrogate={"epochs": 2, "batch_size": 10}
+    )
+    metrics = surrogate(params, data_root, tmp_path / "surrogate")
     attack, captioner = (
         weights(tmp_path / "surrogate/attack"),
         weights(tmp_path / "surrogate/captioner"),
@@ -38,10 +47,15 @@ def test_pretrained_mode_exports_a_named_local_dir_model_unchanged(
     data_root: Path, tmp_path: Path, mlflow_uri: str
 ) -> None:
     released = save_local_dir(create_clip("medran-tiny", seed=7), tmp_path / "released")
-    params = TrainSurrogateParams(
-        mode="pretrained", model=f"local-dir:{released}", captioner_model=f"local-dir:{released}"
+    params = project_params(
+        experiment="medran-test",
+        train_surrogate={
+            "mode": "pretrained",
+            "model": f"local-dir:{released}",
+            "captioner_model": f"local-dir:{released}",
+        },
     )
-    train_surrogate.run(params, data_root, tmp_path / "surrogate", "medran-test")
+    surrogate(params, data_root, tmp_path / "surrogate")
     exported = weights(tmp_path / "surrogate/attack")
     for name, value in weights(released).items():
         torch.testing.assert_close(exported[name], value)

@@ -12,6 +12,7 @@ from torch.utils.data import TensorDataset
 
 from medran.training.loop import (
     LoopConfig,
+    LoopHooks,
     latest_checkpoint,
     make_accelerator,
     read_progress,
@@ -47,10 +48,8 @@ def fit(checkpoint_dir: Path | None, crash_at: int | None = None, **changes) -> 
         if step == crash_at:
             raise Crash(step)
 
-    cfg = LoopConfig(**{**CFG.__dict__, **changes})
-    trained = train(
-        make_accelerator(cpu=True), model, data, objective, cfg, checkpoint_dir, on_step
-    )
+    cfg = LoopConfig(**{**CFG.__dict__, "checkpoint_dir": checkpoint_dir, **changes})
+    trained = train(make_accelerator(cpu=True), model, data, objective, cfg, LoopHooks(on_step))
     trained.losses = losses
     return trained
 

@@ -29,14 +29,18 @@ from medran.data.manifest import (
     NOISY_COLUMNS,
     read_manifest,
 )
-from medran.params import Params, SynthesizeParams, parse_params
-from medran.pipeline import validate_data
+from medran.params import Params
 from medran.quality.gx import QualityGateError
-from tests.integration.conftest import SOURCES, make_data_root
+from tests.helpers import project_params
+from tests.integration.conftest import SOURCES, make_data_root, run_gate
 
-SMALL = SynthesizeParams(
-    n_upstream=40, n_targets=20, n_cls_patients=20, max_followups=2, n_vqa_images=15
-)
+SMALL = {
+    "n_upstream": 40,
+    "n_targets": 20,
+    "n_cls_patients": 20,
+    "max_followups": 2,
+    "n_vqa_images": 15,
+}
 LEVELS = [0.0, 0.1, 0.3]
 EPS = 8
 IMAGES = layout.ATTACK_IMAGES / "manifest.parquet"
@@ -45,13 +49,11 @@ CAPTIONS = layout.ATTACK_CAPTIONS / "manifest.parquet"
 
 def gate_params(**validate_data: object) -> Params:
     # 32 training pairs: round(0.3 * 32) / 32 = 0.3125, so the level tolerance must exceed 1/64.
-    return parse_params(
-        {
-            "noise_levels": LEVELS,
-            "prepare_data": {"image_size": 32, "sources": SOURCES},
-            "attack_images": {"eps": EPS, "max_fraction": max(LEVELS)},
-            "validate_data": {"min_rows": 2, "level_tolerance": 0.02, **validate_data},
-        }
+    return project_params(
+        noise_levels=LEVELS,
+        prepare_data={"image_size": 32, "sources": SOURCES},
+        attack_images={"eps": EPS, "max_fraction": max(LEVELS)},
+        validate_data={"min_rows": 2, "level_tolerance": 0.02, **validate_data},
     )
 
 
@@ -171,7 +173,7 @@ def _edit(root: Path, relative: Path | str, row_id: str, **values: Any) -> None:
 @pytest.mark.parametrize("suite", ["adversarial", "noisy"])
 def test_valid_data_root_passes(work_root: Path, tmp_path: Path, suite: str) -> None:
     out = tmp_path / "report"
-    metrics = validate_data.run(suite, work_root, out, gate_params())
+    metrics = run_gate(suite, work_root, out, gate_params())
     result = json.loads((out / "result.json").read_text())
     assert result["success"] is True and result["n_failed"] == 0, result["failures"]
     assert metrics["success"] is True and (out / "docs" / "index.html").is_file()
@@ -302,7 +304,7 @@ def test_broken_data_root_fails_naming_the_row(work_root: Path, tmp_path: Path, 
     named = mutate(work_root)
     out = tmp_path / "report"
     with pytest.raises(QualityGateError) as error:
-        validate_data.run(suite, work_root, out, gate_params())
+        run_gate(suite, work_root, out, gate_params())
     lines = [x.strip() for x in str(error.value).splitlines()]
     matching = [x for x in lines if x.startswith(line) and named in x]
     assert matching, f"no failure line {line!r} naming {named!r} in:\n" + "\n".join(lines)
@@ -314,12 +316,10 @@ def test_level_tolerance_fails_a_corpus_too_small_for_a_level(
     work_root: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(QualityGateError, match=r"noisy_0\.3: .*\(adversarial_train\): observed"):
-        validate_data.run(
-            "noisy", work_root, tmp_path / "report", gate_params(level_tolerance=0.01)
-        )
+        run_gate("noisy", work_root, tmp_path / "report", gate_params(level_tolerance=0.01))
 
 
 def test_missing_level_fails_naming_the_stage(work_root: Path, tmp_path: Path) -> None:
     shutil.rmtree(work_root / layout.noisy_dir(0.1))
     with pytest.raises(DataError, match=r"build_noisy@0\.1"):
-        validate_data.run("noisy", work_root, tmp_path / "report", gate_params())
+        run_gate("noisy", work_root, tmp_path / "report", gate_params())

@@ -12,9 +12,11 @@ from PIL import Image
 
 from medran.data.manifest import read_manifest, write_manifest
 from medran.errors import InputError
-from medran.params import ROLE_KIND, Params, parse_params
-from medran.pipeline import validate_data
+from medran.names import ROLE_KIND
+from medran.params import Params
 from medran.quality.gx import Expect, QualityGateError, TableCheck, validate_tables
+from tests.helpers import project_params
+from tests.integration.conftest import run_gate
 
 SIZE = 16
 # (id, group, split, kind payload); every image gets a distinct colour so hashes are unique.
@@ -41,11 +43,9 @@ SOURCES = {
 
 def gate_params(**validate_data: object) -> Params:
     """Params whose prepared images are ``SIZE`` wide; ``validate_data`` overrides that section."""
-    return parse_params(
-        {
-            "prepare_data": {"image_size": SIZE, "sources": SOURCES},
-            "validate_data": {"min_rows": 2, **validate_data},
-        }
+    return project_params(
+        prepare_data={"image_size": SIZE, "sources": SOURCES},
+        validate_data={"min_rows": 2, **validate_data},
     )
 
 
@@ -100,7 +100,7 @@ def _edit(root, role, ids, **values):
 
 def _run(prepared, out):
     # The gate takes the data root; the clean suite reads its prepared/ folder.
-    return validate_data.run("clean", prepared.parent, out, gate_params())
+    return run_gate("clean", prepared.parent, out, gate_params())
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_valid_folder_passes_and_writes_report_and_docs(prepared, tmp_path):
     assert set(result["roles"]) == {"upstream", "targets", "cls", "vqa"}
     assert result["roles"]["vqa"]["n_rows"] == 6
     assert metrics["success"] is True and metrics["n_expectations"] == result["n_expectations"]
-    assert metrics["rows_cls"] == len(CLS)
+    assert metrics["roles"]["cls"]["n_rows"] == len(CLS)
     assert result["roles"]["cls"]["observed"] == {"table_row_count": len(CLS)}
     assert (out / "docs" / "index.html").is_file()
 
@@ -182,7 +182,7 @@ def test_broken_folder_fails_naming_the_rows(prepared, tmp_path, case):
 
 def test_unknown_suite_lists_the_known_ones(prepared, tmp_path):
     with pytest.raises(InputError, match=r"allowed: \['adversarial', 'clean', 'noisy'\]"):
-        validate_data.run("nope", prepared.parent, tmp_path / "out", gate_params())
+        run_gate("nope", prepared.parent, tmp_path / "out", gate_params())
 
 
 def test_adapter_keeps_spec_order_and_names_rows(tmp_path):

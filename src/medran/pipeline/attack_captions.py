@@ -1,19 +1,18 @@
-"""``attack_captions``: an adversarial caption for every attacked image (DESIGN §4).
+"""``attack_captions``: an adversarial caption for every attacked image (docs/architecture.md,
+"Attacks").
 
 Reads the ``attack_images`` manifest (which ids were attacked, their targets and saved PNGs)
 and the prepared upstream and target captions, asks the configured backend (``rules``,
 ``llm`` or ``captioner``) for one caption per row, and writes ``manifest.parquet`` with
 exactly :data:`~medran.data.manifest.ADV_CAPTION_COLUMNS`, sorted by id, plus ``examples.md``
 (clean -> adversarial, also logged to MLflow). Inputs are checked and the backend's model is
-loaded before any caption is made; the output folder is assembled next to ``out_dir`` and
-moved into place only when complete.
+loaded before any caption is made; the output folder is assembled next to its final place and
+moved there only when complete.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -26,9 +25,11 @@ from medran.attacks.captions import CaptionJob, Resources, Rewrite, get_backend
 from medran.attacks.captions.captioner import RETRIEVAL
 from medran.attacks.captions.llm import REJECTIONS
 from medran.attacks.lexicon import body_part_of
+from medran.contracts import AttackCaptionsPaths
 from medran.data.errors import DataError
 from medran.data.manifest import ADV_CAPTION_COLUMNS, read_manifest, read_table
-from medran.params import AttackCaptionsParams
+from medran.fsutil import replace_dir
+from medran.params import Params
 
 log = logging.getLogger(__name__)
 
@@ -164,44 +165,29 @@ def examples_markdown(frame: pd.DataFrame, n: int = N_EXAMPLES) -> str:
 
 def write_outputs(frame: pd.DataFrame, out_dir: Path) -> None:
     """Write ``manifest.parquet`` and ``examples.md`` into a sibling folder, then swap it in."""
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with replace_dir(out_dir) as tmp:
         table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
         pq.write_table(table, tmp / MANIFEST, compression="zstd")
         (tmp / EXAMPLES).write_text(examples_markdown(frame))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
 
 
-def run(
-    params: AttackCaptionsParams,
-    data_root: Path,
-    out_dir: Path,
-    captioner_dir: Path | None,
-    experiment: str,
-) -> dict:
-    """Caption every attacked image with ``params.backend``; returns flat metrics."""
-    data_root, out_dir = Path(data_root), Path(out_dir)
-    factory = get_backend(params.backend)
+def run(params: Params, *, paths: AttackCaptionsPaths) -> dict:
+    """Caption every attacked image with the configured backend; returns flat metrics."""
+    p = params.attack_captions
+    data_root = Path(paths.data)
+    factory = get_backend(p.backend)
     jobs, upstream, targets = read_jobs(data_root)
-    uses_images = params.backend == "captioner"
+    uses_images = p.backend == "captioner"
     if uses_images:  # fail on a missing PNG now, not after the model has run for a while
         absent = [j for j in jobs if not j.adv_image_path.is_file()]
         if absent:
             raise DataError(
                 f"{len(absent)} adversarial image(s) missing, e.g. {absent[0].adv_image_path}"
             )
-    retrieval = uses_images and params.captioner.model == RETRIEVAL
-    resources = Resources(
-        data_root, captioner_dir, caption_pool(upstream, targets) if retrieval else ()
-    )
-    backend = factory(params, resources)
-    log.info("attack_captions: %d rows, backend %s", len(jobs), params.backend)
+    retrieval = uses_images and p.captioner.model == RETRIEVAL
+    pool = caption_pool(upstream, targets) if retrieval else ()
+    backend = factory(p, Resources(data_root, paths.captioner, pool))
+    log.info("attack_captions: %d rows, backend %s", len(jobs), p.backend)
 
     from medran.tracking import stage_run
 
@@ -209,16 +195,16 @@ def run(
         "attack_images": data_root / layout.ATTACK_IMAGES,
         "prepared": data_root / layout.PREPARED,
     }
-    if retrieval and captioner_dir is not None:
-        inputs["captioner"] = Path(captioner_dir)
-    tags = {"backend": params.backend, "seed": params.seed}
-    with stage_run("attack_captions", experiment, params, inputs, tags) as tracker:
+    if retrieval and paths.captioner is not None:
+        inputs["captioner"] = Path(paths.captioner)
+    tags = {"backend": p.backend, "seed": p.seed}
+    with stage_run("attack_captions", params.experiment, p, inputs, tags) as tracker:
         rewrites = backend.rewrite(jobs)
-        frame = to_frame(jobs, rewrites, params.backend)
+        frame = to_frame(jobs, rewrites, p.backend)
         metrics = summarize(frame, jobs, rewrites)
-        write_outputs(frame, out_dir)
+        write_outputs(frame, paths.out)
         tracker.log_metrics(metrics)
-        tracker.log_artifact(out_dir / EXAMPLES)
+        tracker.log_artifact(paths.out / EXAMPLES)
     if metrics["n_empty"]:
         log.warning("attack_captions: %d empty adversarial caption(s)", metrics["n_empty"])
     log.info(

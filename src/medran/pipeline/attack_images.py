@@ -1,4 +1,5 @@
-"""``attack_images``: MF-ii adversarial images for the upstream training pairs (DESIGN §4).
+"""``attack_images``: MF-ii adversarial images for the upstream training pairs
+(docs/architecture.md, "Attacks").
 
 Everything is checked before any attack work: manifests, the pairing rule, every image that
 will be read, the surrogate. The selected ids (the prefix of the seeded attack order that
@@ -41,13 +42,16 @@ from medran.attacks.files import (
 )
 from medran.attacks.mfii import MFII, quantize
 from medran.attacks.pairing import pair_targets
+from medran.attacks.pgd import Budget
 from medran.attacks.selection import attack_order, n_replaced
 from medran.attacks.shards import ShardStore, fingerprint, folder_sha256
+from medran.contracts import AttackImagesPaths
 from medran.data.manifest import ADV_IMAGE_COLUMNS, read_manifest
+from medran.devices import pick_device
 from medran.errors import InputError
 from medran.models.factory import load_local_dir
 from medran.models.wrappers import ImageEncoder
-from medran.params import AttackImagesParams
+from medran.params import AttackImagesParams, Params
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -141,24 +145,27 @@ def _batch_seed(seed: int, shard: int, start: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def attack_shard(
-    attack: MFII,
-    store: ShardStore,
-    shard: int,
-    items: Sequence[Item],
-    params: AttackImagesParams,
-    data_root: Path,
-    device: torch.device,
-    progress: tqdm,
-) -> None:
+@dataclass(frozen=True)
+class Work:
+    """What every shard's attack shares."""
+
+    params: AttackImagesParams
+    data_root: Path
+    attack: MFII
+    store: ShardStore
+    device: torch.device
+
+
+def attack_shard(work: Work, shard: int, items: Sequence[Item], progress: tqdm) -> None:
     """Attack one shard batch by batch, save its PNGs, then record it as finished."""
+    params, store, device = work.params, work.store, work.device
     rows = []
     for start in range(0, len(items), params.batch_size):
         batch = items[start : start + params.batch_size]
-        clean = load_images([data_root / i.clean_path for i in batch]).to(device)
-        target = load_images([data_root / i.target_path for i in batch]).to(device)
-        attack.manual_seed(_batch_seed(params.seed, shard, start))
-        adv = attack(clean.float().div_(255), target.float().div_(255))
+        clean = load_images([work.data_root / i.clean_path for i in batch]).to(device)
+        target = load_images([work.data_root / i.target_path for i in batch]).to(device)
+        work.attack.manual_seed(_batch_seed(params.seed, shard, start))
+        adv = work.attack(clean.float().div_(255), target.float().div_(255))
         saved = quantize(adv, clean, params.eps).permute(0, 2, 3, 1).cpu().numpy()
         for item, pixels in zip(batch, saved, strict=True):
             rows.append((item.id, item.target_id, store.write_png(item.id, pixels)))
@@ -166,15 +173,9 @@ def attack_shard(
     store.finish(shard, rows)
 
 
-def attack_all(
-    accelerator: Accelerator,
-    attack: MFII,
-    store: ShardStore,
-    items: Sequence[Item],
-    params: AttackImagesParams,
-    data_root: Path,
-) -> dict[str, float]:
+def attack_all(accelerator: Accelerator, work: Work, items: Sequence[Item]) -> dict[str, float]:
     """Run this process's unfinished shards; return counts over all processes."""
+    params, store = work.params, work.store
     shards = [items[s : s + params.shard_size] for s in range(0, len(items), params.shard_size)]
     mine = range(accelerator.process_index, len(shards), accelerator.num_processes)
     todo = [k for k in mine if not store.done(k, [i.id for i in shards[k]])]
@@ -183,7 +184,7 @@ def attack_all(
     hide = None if accelerator.is_main_process else True  # None: shown on a terminal only
     with tqdm(total=n_images, desc="attack_images", unit="img", disable=hide) as bar:
         for k in todo:
-            attack_shard(attack, store, k, shards[k], params, data_root, accelerator.device, bar)
+            attack_shard(work, k, shards[k], bar)
     local = [len(todo), len(mine) - len(todo), n_images * params.steps]
     local.append(time.perf_counter() - started)
     totals = accelerator.gather(
@@ -197,22 +198,16 @@ def attack_all(
     return counts
 
 
-def manifest(
-    items: Sequence[Item],
-    encoder: nn.Module,
-    store: ShardStore,
-    params: AttackImagesParams,
-    data_root: Path,
-    device: torch.device,
-) -> pd.DataFrame:
+def manifest(items: Sequence[Item], encoder: nn.Module, work: Work) -> pd.DataFrame:
     """One row per item, in rank order; every number is measured on the saved PNG files."""
+    params, store, data_root = work.params, work.store, work.data_root
     measured = measure_files(
         [store.png(i.id) for i in items],
         [data_root / i.clean_path for i in items],
         [data_root / i.target_path for i in items],
         encoder,
         params.batch_size,
-        device,
+        work.device,
     )
     frame = pd.DataFrame({
         "id": [i.id for i in items],
@@ -280,57 +275,69 @@ def record(
     write_atomic(out_dir / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
 
 
-def run(
-    params: AttackImagesParams,
-    data_root: Path,
-    surrogate_dir: Path,
-    out_dir: Path,
-    experiment: str,
-    figure_path: Path | None = None,
-) -> dict[str, float]:
-    """Attack, measure and record; return flat metrics (empty on non-main processes)."""
-    data_root, surrogate_dir = Path(data_root), Path(surrogate_dir)
-    if not Path(out_dir).resolve().is_relative_to(data_root.resolve()):
-        raise InputError(f"out dir {out_dir} must be inside the data root {data_root}")
-    out_dir = data_root / Path(out_dir).resolve().relative_to(data_root.resolve())
+@dataclass(frozen=True)
+class Inputs:
+    """Everything checked before any attack work."""
+
+    items: list[Item]
+    n_train: int
+    image_size: tuple[int, int]
+    encoder: nn.Module
+    surrogate: dict[str, str]  # its path relative to the data root, and its sha256
+    out_dir: Path  # inside the data root
+
+
+def check_inputs(params: AttackImagesParams, paths: AttackImagesPaths) -> Inputs:
+    """Manifests, pairing, every image that will be read and the surrogate, before any work."""
+    data_root, surrogate_dir = Path(paths.data), Path(paths.surrogate)
+    if not Path(paths.out).resolve().is_relative_to(data_root.resolve()):
+        raise InputError(f"out dir {paths.out} must be inside the data root {data_root}")
+    out_dir = data_root / Path(paths.out).resolve().relative_to(data_root.resolve())
     items, n_train = plan(params, data_root)
-    paths = {i.clean_path for i in items} | {i.target_path for i in items}
-    image_size = check_images([data_root / p for p in sorted(paths)])
+    files = {i.clean_path for i in items} | {i.target_path for i in items}
+    image_size = check_images([data_root / f for f in sorted(files)])
     encoder = _encoder(surrogate_dir, image_size)
     surrogate = {"path": os.path.relpath(surrogate_dir, data_root)}
     surrogate["sha256"] = folder_sha256(surrogate_dir)
-    store = ShardStore(out_dir, work_fingerprint(params, surrogate["sha256"], items))
-    log.info("attacking %d of %d train pairs into %s", len(items), n_train, store.dir)
+    return Inputs(items, n_train, image_size, encoder, surrogate, out_dir)
+
+
+def run(params: Params, *, paths: AttackImagesPaths) -> dict[str, float]:
+    """Attack, measure and record; return flat metrics (empty on non-main processes)."""
+    p, data_root = params.attack_images, Path(paths.data)
+    found = check_inputs(p, paths)
+    store = ShardStore(found.out_dir, work_fingerprint(p, found.surrogate["sha256"], found.items))
+    log.info("attacking %d of %d train pairs into %s", len(found.items), found.n_train, store.dir)
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     from accelerate import Accelerator
 
     from medran.tracking import stage_run
 
-    # cpu=True without CUDA: `accelerate launch` then runs CPU processes (gloo) instead of failing.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=pick_device() == "cpu")
     main = accelerator.is_main_process
-    encoder.to(accelerator.device)
-    attack = MFII(encoder, eps=params.eps / 255, step_size=params.step_size / 255,
-                  steps=params.steps, random_start=params.random_start)  # fmt: skip
-    tags = {"seed": params.seed, "surrogate_sha256": surrogate["sha256"]}
-    inputs = {"prepared": data_root / layout.PREPARED, "surrogate": surrogate_dir}
-    with stage_run("attack_images", experiment, params, inputs, tags, main) as tracker:
+    found.encoder.to(accelerator.device)
+    budget = Budget(p.eps / 255, p.step_size / 255, steps=p.steps, random_start=p.random_start)
+    attack = MFII(found.encoder, budget)
+    work = Work(p, data_root, attack, store, accelerator.device)
+    tags = {"seed": p.seed, "surrogate_sha256": found.surrogate["sha256"]}
+    inputs = {"prepared": data_root / layout.PREPARED, "surrogate": Path(paths.surrogate)}
+    out_dir = found.out_dir
+    with stage_run("attack_images", params.experiment, p, inputs, tags, main) as tracker:
         if main:  # outputs that would make a partial folder look finished go first
             store.reset([out_dir / MANIFEST, out_dir / SUMMARY])
         accelerator.wait_for_everyone()
         with _deterministic():
-            counts = attack_all(accelerator, attack, store, items, params, data_root)
+            counts = attack_all(accelerator, work, found.items)
         accelerator.wait_for_everyone()
         if not main:
             return {}
-        frame = manifest(items, encoder, store, params, data_root, accelerator.device)
+        frame = manifest(found.items, found.encoder, work)
         store.prune(frame["id"])
-        record(frame, out_dir, params, surrogate, n_train, image_size)
-        metrics = summarise(frame, n_train) | counts
+        record(frame, out_dir, p, found.surrogate, found.n_train, found.image_size)
+        metrics = summarise(frame, found.n_train) | counts
         tracker.log_metrics(metrics)
         tracker.log_artifact(out_dir / SUMMARY)
-        if figure_path is not None:
-            tracker.log_artifact(examples_figure(frame, data_root, params.eps, Path(figure_path)))
+        tracker.log_artifact(examples_figure(frame, data_root, p.eps, Path(paths.figure)))
     log.info("success rate %.3f over %d images", metrics["success_rate"], len(frame))
     return metrics

@@ -8,14 +8,12 @@ referenced (paths relative to the data root), not copied; every row keeps its pr
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from pathlib import Path
 
 import pandas as pd
 
 from medran import layout
 from medran.attacks.selection import n_replaced
+from medran.contracts import BuildNoisyPaths
 from medran.data.errors import DataError
 from medran.data.manifest import (
     ADV_CAPTION_COLUMNS,
@@ -24,7 +22,8 @@ from medran.data.manifest import (
     read_manifest,
     read_table,
 )
-from medran.params import BuildNoisyParams
+from medran.fsutil import replace_dir
+from medran.params import Params
 
 # caption choice -> column of the joined frame that holds it
 CAPTION_COLUMN = {
@@ -75,7 +74,8 @@ def noisy_manifest(
     return frame.loc[:, list(NOISY_COLUMNS)].sort_values("id").reset_index(drop=True)
 
 
-def run(params: BuildNoisyParams, level: float, data_root: Path, out_dir: Path) -> dict:
+def run(params: Params, *, paths: BuildNoisyPaths, level: float) -> dict:
+    data_root = paths.data
     upstream = read_manifest(data_root / layout.PREPARED, "upstream")
     attacks = read_table(
         data_root / layout.ATTACK_IMAGES / "manifest.parquet", ADV_IMAGE_COLUMNS, "attack_images"
@@ -86,7 +86,7 @@ def run(params: BuildNoisyParams, level: float, data_root: Path, out_dir: Path) 
         "attack_captions",
     )
     captions = captions.rename(columns={"clean_caption": "_clean"})
-    frame = noisy_manifest(upstream, attacks, captions, level, params.caption)
+    frame = noisy_manifest(upstream, attacks, captions, level, params.build_noisy.caption)
 
     train = frame["split"] == "train"
     metrics = {
@@ -96,11 +96,7 @@ def run(params: BuildNoisyParams, level: float, data_root: Path, out_dir: Path) 
         "n_adversarial": int(frame["is_adversarial"].sum()),
         "adversarial_fraction": float(frame.loc[train, "is_adversarial"].mean()),
     }
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    frame.to_parquet(tmp / "manifest.parquet", index=False, compression="zstd")
-    (tmp / "level.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    with replace_dir(paths.out) as tmp:
+        frame.to_parquet(tmp / "manifest.parquet", index=False, compression="zstd")
+        (tmp / "level.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics

@@ -7,10 +7,8 @@ run tagged with the pretrain run it evaluates, and returned for the metrics JSON
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from medran import layout
+from medran.contracts import ZERO_SHOT_ACCURACY, EvalUpstreamPaths, read_run_id, stage_id
 from medran.data.manifest import read_manifest
 from medran.evaluation.retrieval import (
     encode_images,
@@ -19,17 +17,16 @@ from medran.evaluation.retrieval import (
     zero_shot_accuracy,
 )
 from medran.models.factory import load_local_dir
-from medran.params import EvalUpstreamParams
+from medran.params import Params
 from medran.tracking import stage_run
 from medran.training.data import load_images
 
 
-def run(
-    params: EvalUpstreamParams, level: float, data_root: Path, model_dir: Path, experiment: str
-) -> dict[str, float]:
-    clip = load_local_dir(model_dir)
+def run(params: Params, *, paths: EvalUpstreamPaths, level: float) -> dict[str, float]:
+    p = params.eval_upstream
+    clip = load_local_dir(paths.model)
     clip.model.eval()
-    prepared = data_root / layout.PREPARED
+    prepared = paths.data / layout.PREPARED
     upstream = read_manifest(prepared, "upstream")
     upstream = upstream[upstream["split"] == "test"]
     cls = read_manifest(prepared, "cls")
@@ -38,21 +35,19 @@ def run(
         {label for labels in read_manifest(prepared, "cls")["labels"] for label in labels}
     )
 
-    upstream_run = json.loads((model_dir / "run.json").read_text())["run_id"]
-    tags = {"noise_level": layout.level_name(level), "upstream_run_id": upstream_run}
-    stage = f"eval_upstream@{layout.level_name(level)}"
-    inputs = {"prepared": prepared, "model": model_dir}
-    with stage_run(stage, experiment, params, inputs, tags) as tracker:
-        images = load_images([prepared / p for p in upstream["image_path"]], clip.image_size)
-        image_features = encode_images(clip, images, params.batch_size)
-        text_features = encode_texts(clip, list(upstream["caption"]), params.batch_size)
-        metrics = recall_at_k(image_features @ text_features.T, params.recall_at)
+    tags = {"noise_level": layout.level_name(level), "upstream_run_id": read_run_id(paths.model)}
+    inputs = {"prepared": prepared, "model": paths.model}
+    with stage_run(stage_id("eval_upstream", level), params.experiment, p, inputs, tags) as tracker:
+        images = load_images([prepared / x for x in upstream["image_path"]], clip.image_size)
+        image_features = encode_images(clip, images, p.batch_size)
+        text_features = encode_texts(clip, list(upstream["caption"]), p.batch_size)
+        metrics = recall_at_k(image_features @ text_features.T, p.recall_at)
         metrics["mean_recall"] = sum(metrics.values()) / len(metrics)
 
-        cls_images = load_images([prepared / p for p in cls["image_path"]], clip.image_size)
-        cls_features = encode_images(clip, cls_images, params.batch_size)
-        metrics["zero_shot_accuracy"] = zero_shot_accuracy(
-            clip, cls_features, list(cls["labels"]), classes, params.prompts, params.batch_size
+        cls_images = load_images([prepared / x for x in cls["image_path"]], clip.image_size)
+        cls_features = encode_images(clip, cls_images, p.batch_size)
+        metrics[ZERO_SHOT_ACCURACY] = zero_shot_accuracy(
+            clip, cls_features, list(cls["labels"]), classes, p.prompts, p.batch_size
         )
         metrics["n_retrieval_pairs"] = len(upstream)
         metrics["n_zero_shot_images"] = len(cls)

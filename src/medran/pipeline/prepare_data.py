@@ -12,7 +12,6 @@ import io
 import logging
 import os
 import re
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,10 +19,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from medran.contracts import PrepareDataPaths
 from medran.data.errors import DataError
 from medran.data.manifest import SPLITS, write_manifest
 from medran.data.readers import get_reader
-from medran.params import ROLE_KIND, PrepareDataParams, SourceSpec, SplitFractions
+from medran.fsutil import replace_dir
+from medran.names import ROLE_KIND
+from medran.params import Params, PrepareDataParams, SourceSpec, SplitFractions
 
 log = logging.getLogger(__name__)
 
@@ -140,31 +142,34 @@ def _describe(image: Path | bytes) -> str:
     return f"{len(image)} embedded bytes" if isinstance(image, bytes) else str(image)
 
 
-def run(params: PrepareDataParams, project_root: Path, out_dir: Path, seed: int) -> dict:
-    frames = {role: read_source(role, spec, project_root) for role, spec in params.sources.items()}
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    metrics: dict[str, float] = {"image_size": params.image_size}
-    try:
+def run(params: Params, *, paths: PrepareDataPaths) -> dict:
+    """Read every source (paths relative to the working directory, the project root) and
+    write the manifests and images to ``paths.out``; returns per-role counts."""
+    p = params.prepare_data
+    project_root = Path.cwd()
+    frames = {role: read_source(role, spec, project_root) for role, spec in p.sources.items()}
+    metrics: dict[str, float] = {"image_size": p.image_size}
+    with replace_dir(paths.out) as tmp:
         for role, frame in frames.items():
-            by_source = params.split_strategy == "source"
-            frame["split"] = assign_splits(
-                frame["group_id"],
-                params.split_fractions,
-                seed,
-                frame["source_split"] if by_source else None,
-            )
-            frame = write_images(frame, role, tmp, params.image_size)
-            write_manifest(frame, tmp, role, ROLE_KIND[role])
-            metrics[f"{role}.rows"] = len(frame)
-            metrics[f"{role}.groups"] = frame["group_id"].nunique()
-            for split in SPLITS:
-                metrics[f"{role}.{split}"] = int((frame["split"] == split).sum())
-            log.info("%s: %d rows from %s", role, len(frame), params.sources[role].path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+            metrics |= prepare_role(role, frame, p, params.seed, tmp)
+    return metrics
+
+
+def prepare_role(
+    role: str, frame: pd.DataFrame, p: PrepareDataParams, seed: int, out_root: Path
+) -> dict[str, float]:
+    """Split one role's rows, write its images and manifest; return its counts."""
+    by_source = p.split_strategy == "source"
+    frame["split"] = assign_splits(
+        frame["group_id"],
+        p.split_fractions,
+        seed,
+        frame["source_split"] if by_source else None,
+    )
+    frame = write_images(frame, role, out_root, p.image_size)
+    write_manifest(frame, out_root, role, ROLE_KIND[role])
+    metrics = {f"{role}.rows": len(frame), f"{role}.groups": frame["group_id"].nunique()}
+    for split in SPLITS:
+        metrics[f"{role}.{split}"] = int((frame["split"] == split).sum())
+    log.info("%s: %d rows from %s", role, len(frame), p.sources[role].path)
     return metrics

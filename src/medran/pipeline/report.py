@@ -1,4 +1,4 @@
-"""``report``: the summary of the whole pipeline (DESIGN §9).
+"""``report``: the summary of the whole pipeline (docs/architecture.md, "Report").
 
 Reads every stage's metrics JSON (what params.yaml says should exist), the attack manifest
 and, when present, the run-budget file, and writes ``summary.md`` (noise level x method
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medran.contracts import ReportPaths
 from medran.data.errors import DataError
 from medran.errors import InputError
-from medran.params import ReportParams
+from medran.params import Params, ReportParams
 from medran.reporting import attack_figures, figures, plot_data
 from medran.reporting.inputs import Expected, Inputs, Problem, read_benchmarks, read_inputs
 from medran.reporting.results import downstream, upstream
@@ -32,17 +32,6 @@ log = logging.getLogger(__name__)
 
 class ReportIncompleteError(InputError):
     """``report.strict`` is set and some expected results are missing or failed."""
-
-
-@dataclass(frozen=True)
-class ReportPaths:
-    reports: Path  # the root the stages write metrics under (reports/)
-    data: Path  # the data root (data/): the attack manifest and the images it names
-    lock: Path  # dvc.lock; its md5 tags the MLflow run
-    benchmarks: Path | None  # the run-budget file; optional, read when it exists
-    summary: Path  # summary.md
-    figures: Path  # folder of PNGs
-    plots: Path  # folder of plot data for dvc plots
 
 
 def lock_md5(path: Path) -> str:
@@ -63,9 +52,9 @@ def run_budget(path: Path | None) -> tuple[dict[str, Any] | None, str]:
     return benchmarks, f"Not measured: no run-budget file `{path}`."
 
 
-def run(
-    params: ReportParams, expected: Expected, paths: ReportPaths, experiment: str
-) -> dict[str, float]:
+def run(params: Params, *, paths: ReportPaths) -> dict[str, float]:
+    """Write the summary, figures and plot data; return completeness metrics."""
+    p, expected = params.report, Expected.from_params(params)
     inputs = read_inputs(paths.reports, expected)
     benchmarks, benchmark_note = run_budget(paths.benchmarks)
     digest, commit = lock_md5(paths.lock), git_commit()
@@ -74,19 +63,20 @@ def run(
         for name in ("pretrain", "eval_upstream", "finetune", "eval_robust")
         if (paths.reports / name).is_dir()
     }
-    run_params = {"report": params, "expected": dataclasses.asdict(expected)}
-    with stage_run("report", experiment, run_params, sources, {"dvc_lock_md5": digest}) as tracker:
+    run_params = {"report": p, "expected": dataclasses.asdict(expected)}
+    tags = {"dvc_lock_md5": digest}
+    with stage_run("report", params.experiment, run_params, sources, tags) as tracker:
         problems = inputs.problems + unfinished_runs(tracker.run_id, expected.stages())
-        drawn = draw(params, expected, inputs, problems, paths)
+        drawn = draw(p, expected, inputs, problems, paths)
         summary = Summary(
             expected, inputs, problems, benchmarks, benchmark_note, digest, commit, drawn
         )
         paths.summary.parent.mkdir(parents=True, exist_ok=True)
-        paths.summary.write_text(render(summary, params, paths.summary.parent))
+        paths.summary.write_text(render(summary, p, paths.summary.parent))
         tracker.log_artifact(paths.summary)
         tracker.log_artifact(paths.figures, "figures")
         tracker.log_artifact(paths.plots, "plots")
-        missing = {p.stage for p in problems}
+        missing = {x.stage for x in problems}
         metrics = {
             "expected_stages": float(len(expected.stages())),
             "stages_with_problems": float(len(missing)),
@@ -94,7 +84,7 @@ def run(
             "complete": float(not problems),
         }
         tracker.log_metrics(metrics)
-        if problems and params.strict:
+        if problems and p.strict:
             raise ReportIncompleteError(
                 f"{len(missing)} stage(s) have missing or failed results (report.strict is "
                 f"true; the report was written to {paths.summary}):\n{_listing(problems)}"

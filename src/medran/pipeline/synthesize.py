@@ -1,20 +1,18 @@
-"""``synthesize``: write the embedded synthetic corpus in the real datasets' layouts (DESIGN §3).
+"""``synthesize``: write the embedded synthetic corpus in the real datasets' layouts
+(docs/architecture.md, "Data").
 
 Four datasets, each from its own seed stream: clean upstream pairs (ROCOv2 layout), the attack
 target pool (MediCaT), chest X-ray classification (ChestX-ray14) and VQA (VQA-RAD). The two
 downstream sets are rendered with a shifted contrast and scale. Every image gets its own
 generator keyed by (seed, dataset, index), so an image does not change when a later one is
 added. The corpus is assembled in a temporary sibling folder and moved into place at the end:
-a crash never leaves a partial ``out_dir``.
+a crash never leaves a partial output folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from medran.contracts import SynthesizePaths
 from medran.data.synthetic import attributes as vocab
-from medran.data.synthetic.render import render
+from medran.data.synthetic.render import Shift, render
 from medran.data.synthetic.text import caption, questions
 from medran.data.synthetic.writers import (
     CaptionItem,
@@ -36,7 +35,8 @@ from medran.data.synthetic.writers import (
     write_rocov2,
     write_vqarad,
 )
-from medran.params import SynthesizeParams
+from medran.fsutil import replace_dir
+from medran.params import Params, SynthesizeParams
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,11 @@ CLS_TEST_FRACTION = 0.2
 def stream_rng(seed: int, *key: int) -> np.random.Generator:
     """Independent generator for (seed, dataset stream, item index, ...)."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def _downstream_shift(p: SynthesizeParams) -> Shift:
+    """The downstream sets' contrast and scale shift (upstream images have none)."""
+    return Shift(contrast=p.downstream_contrast, scale=p.downstream_scale)
 
 
 def _upstream(p: SynthesizeParams, tally: Counter) -> Iterator[CaptionItem]:
@@ -116,8 +121,7 @@ def _chest(p: SynthesizeParams, tally: Counter) -> Iterator[ChestItem]:
                 attrs,
                 image_rng,
                 p.image_size,
-                contrast=p.downstream_contrast,
-                scale=p.downstream_scale,
+                shift=_downstream_shift(p),
                 noise=p.pixel_noise,
             )
             labels = tuple(vocab.CXR14_LABELS[name] for name in attrs.findings)
@@ -134,8 +138,7 @@ def _vqa(p: SynthesizeParams, tally: Counter, test: set[int]) -> Iterator[VqaIte
             attrs,
             rng,
             p.image_size,
-            contrast=p.downstream_contrast,
-            scale=p.downstream_scale,
+            shift=_downstream_shift(p),
             noise=p.pixel_noise,
             rgb=True,
         )
@@ -193,35 +196,12 @@ def write_corpus(p: SynthesizeParams, root: Path) -> dict[str, float]:
     return {key: float(value) for key, value in counts.items()}
 
 
-def run(params: SynthesizeParams, out_dir: Path) -> dict[str, float]:
-    """Write the corpus to ``out_dir`` (replacing any old one) and return its counts."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        start = time.perf_counter()
-        metrics = write_corpus(params, tmp)
-        # mkdtemp makes the folder private (0700); the corpus is ordinary data.
-        tmp.chmod(0o755)
-        _replace_dir(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+def run(params: Params, *, paths: SynthesizePaths) -> dict[str, float]:
+    """Write the corpus to ``paths.out`` (replacing any old one) and return its counts."""
+    start = time.perf_counter()
+    with replace_dir(paths.out) as tmp:
+        metrics = write_corpus(params.synthesize, tmp)
     log.info(
-        "synthesize: corpus at %s in %.1f s: %s", out_dir, time.perf_counter() - start, metrics
+        "synthesize: corpus at %s in %.1f s: %s", paths.out, time.perf_counter() - start, metrics
     )
     return metrics
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an old ``target`` is moved aside first, then deleted."""
-    if not target.exists() and not target.is_symlink():
-        os.replace(new, target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, old)
-    os.replace(new, target)
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old)
-    else:
-        old.unlink()

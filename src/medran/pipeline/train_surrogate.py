@@ -10,32 +10,32 @@ written as open_clip ``local-dir`` folders: ``<out>/attack`` and ``<out>/caption
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
 
 from accelerate import Accelerator
 
 from medran import layout
+from medran.contracts import FINAL_LOSS, TrainSurrogatePaths
 from medran.data.manifest import read_manifest
+from medran.fsutil import replace_dir
 from medran.models.factory import ClipModel, create_clip, save_local_dir
-from medran.params import TrainSurrogateParams
-from medran.tracking import stage_run
-from medran.training.clip_objective import ClipObjective
+from medran.params import Params, TrainSurrogateParams
+from medran.tracking import StageRun, stage_run
+from medran.training.clip_objective import train_clip
 from medran.training.data import image_text_tensors
-from medran.training.loop import LoopConfig, make_accelerator, train
+from medran.training.loop import LoopConfig, LoopHooks, StepCallback, make_accelerator
 
 log = logging.getLogger(__name__)
 ROLES = {"attack": 0, "captioner": 1}  # role -> seed offset
 
 
-def train_clip(
+def train_on_targets(
     clip: ClipModel,
     params: TrainSurrogateParams,
     data_root: Path,
     seed: int,
     accelerator: Accelerator,
-    on_step=None,
+    on_step: StepCallback | None = None,
 ) -> ClipModel:
     """Contrastive training of ``clip`` on the target pool (all of it: it is never attacked)."""
     targets = read_manifest(data_root / layout.PREPARED, "targets")
@@ -49,44 +49,60 @@ def train_clip(
         warmup_steps=params.warmup_steps,
         seed=seed,
     )
-    objective = ClipObjective(
-        clip.mean, clip.std, accelerator.process_index, accelerator.num_processes
-    )
-    clip.model = train(accelerator, clip.model, dataset, objective, cfg, on_step=on_step)
-    clip.model.eval()
+    return train_clip(accelerator, clip, dataset, cfg, LoopHooks(on_step=on_step))
+
+
+def run(params: Params, *, paths: TrainSurrogatePaths) -> dict[str, float]:
+    """Export (or train) both encoders into ``<out>/attack`` and ``<out>/captioner``."""
+    p = params.train_surrogate
+    accelerator = make_accelerator()
+    main = accelerator.is_main_process
+    metrics: dict[str, float] = {}
+    inputs = {"prepared": paths.data / layout.PREPARED} if p.mode == "train" else {}
+    with (
+        stage_run("train_surrogate", params.experiment, p, inputs, enabled=main) as tracker,
+        replace_dir(paths.out, enabled=main) as tmp,
+    ):
+        for role in ROLES:
+            clip = make_encoder(
+                p, role, paths.data, accelerator, _step_logger(tracker, role, metrics)
+            )
+            if main:
+                extra = {"role": role, "source": _spec(p, role)[0]}
+                save_local_dir(clip, tmp / role, extra=extra)
+            metrics[f"{role}.parameters"] = sum(x.numel() for x in clip.model.parameters())
+        tracker.log_artifact(tmp / "attack" / "open_clip_config.json", "attack")
+    return metrics
+
+
+def _spec(params: TrainSurrogateParams, role: str) -> tuple[str, str]:
+    """The model name and pretrained tag of ``role``."""
+    if role == "attack":
+        return params.model, params.pretrained
+    return params.captioner_model, params.captioner_pretrained
+
+
+def make_encoder(
+    params: TrainSurrogateParams,
+    role: str,
+    data_root: Path,
+    accelerator: Accelerator,
+    on_step: StepCallback,
+) -> ClipModel:
+    """The ``role`` encoder: created (its own seed), then trained unless it is released."""
+    name, pretrained = _spec(params, role)
+    seed = params.seed + ROLES[role]
+    clip = create_clip(name, pretrained or None, seed=seed)
+    if params.mode == "train":
+        clip = train_on_targets(clip, params, data_root, seed, accelerator, on_step)
     return clip
 
 
-def run(
-    params: TrainSurrogateParams, data_root: Path, out_dir: Path, experiment: str
-) -> dict[str, float]:
-    specs = {
-        "attack": (params.model, params.pretrained),
-        "captioner": (params.captioner_model, params.captioner_pretrained),
-    }
-    accelerator = make_accelerator()
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    metrics: dict[str, float] = {}
-    inputs = {"prepared": data_root / layout.PREPARED} if params.mode == "train" else {}
-    with stage_run(
-        "train_surrogate", experiment, params, inputs, enabled=accelerator.is_main_process
-    ) as tracker:
-        for role, (name, pretrained) in specs.items():
-            seed = params.seed + ROLES[role]
-            clip = create_clip(name, pretrained or None, seed=seed)
-            if params.mode == "train":
+def _step_logger(tracker: StageRun, role: str, metrics: dict[str, float]) -> StepCallback:
+    """Log ``role``'s step losses under ``<role>.``, keeping the last as its final loss."""
 
-                def log_step(step: int, values: dict[str, float], role: str = role) -> None:
-                    tracker.log_metrics({f"{role}.{k}": v for k, v in values.items()}, step=step)
-                    metrics[f"{role}.final_loss"] = values["loss"]
+    def log_step(step: int, values: dict[str, float]) -> None:
+        tracker.log_metrics({f"{role}.{k}": v for k, v in values.items()}, step=step)
+        metrics[f"{role}.{FINAL_LOSS}"] = values["loss"]
 
-                clip = train_clip(clip, params, data_root, seed, accelerator, log_step)
-            if accelerator.is_main_process:
-                save_local_dir(clip, tmp / role, extra={"role": role, "source": name})
-            metrics[f"{role}.parameters"] = sum(p.numel() for p in clip.model.parameters())
-        tracker.log_artifact(tmp / "attack" / "open_clip_config.json", "attack")
-    if accelerator.is_main_process:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(tmp, out_dir)
-    return metrics
+    return log_step

@@ -1,21 +1,22 @@
 """``validate_data``: run a named data-quality gate and fail the stage if any expectation fails.
 
 A suite builder turns the data root (``data/``) and the params into one GX table check per
-role; the GX adapter validates them and renders Data Docs. ``<out_dir>/result.json`` (a DVC
-metric) and ``<out_dir>/docs/`` are written whether or not the gate passes, so a failure can
-be inspected; then the failure is raised as :class:`~medran.quality.gx.QualityGateError`
-naming each failed expectation and example row ids.
+role; the GX adapter validates them and renders Data Docs. The report (``result.json``, a DVC
+metric, written by the runner) and the Data Docs are written whether or not the gate passes,
+so a failure can be inspected; the failure is raised as
+:class:`~medran.quality.gx.QualityGateError` naming each failed expectation and example row
+ids, with the report as its ``metrics``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from medran import layout
+from medran.contracts import ValidateDataPaths
 from medran.errors import InputError
 from medran.params import Params
 from medran.quality.adversarial import adversarial_checks
@@ -99,43 +100,36 @@ def build_report(suite: str, outcomes: dict[str, SuiteOutcome]) -> dict[str, Any
     }
 
 
-def run(suite: str, data_root: Path, out_dir: Path, params: Params) -> dict[str, Any]:
-    """Validate the data root (``data/``) with gate ``suite``; write ``result.json`` and ``docs/``.
+def run(params: Params, *, paths: ValidateDataPaths, gate: str) -> dict[str, Any]:
+    """Validate the data root (``data/``) with ``gate``; render Data Docs to ``paths.docs``.
 
-    Returns flat metrics on success; raises :class:`QualityGateError` after writing the report
-    if any expectation fails.
+    Returns the report (the runner writes it to ``paths.metrics``, ``result.json``); if any
+    expectation fails, raises :class:`QualityGateError` carrying the report as ``.metrics``,
+    so the runner writes it before the stage fails.
     """
-    if suite not in SUITES:
-        raise InputError(f"unknown data-quality suite {suite!r}; allowed: {sorted(SUITES)}")
-    checks = SUITES[suite](Path(data_root), params)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if gate not in SUITES:
+        raise InputError(f"unknown data-quality suite {gate!r}; allowed: {sorted(SUITES)}")
+    checks = SUITES[gate](Path(paths.data), params)
     results = validate_tables(
         list(checks.values()),
-        docs_dir=out_dir / "docs",
+        docs_dir=paths.docs,
         max_examples=params.validate_data.max_examples,
     )
     outcomes = dict(zip(checks, results, strict=True))
-    report = build_report(suite, outcomes)
-    path = out_dir / "result.json"
-    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    report = build_report(gate, outcomes)
     log.info(
         "suite %s: %d expectations, %d failed; report %s",
-        suite,
+        gate,
         report["n_expectations"],
         report["n_failed"],
-        path,
+        paths.metrics,
     )
     if not report["success"]:
         lines = [failure_line(role, o) for role, r in outcomes.items() for o in r.failed]
         raise QualityGateError(
-            f"data-quality gate {suite!r} failed {report['n_failed']} of "
-            f"{report['n_expectations']} expectations (details in {path}, "
-            f"{out_dir / 'docs' / 'index.html'}):\n  " + "\n  ".join(lines)
+            f"data-quality gate {gate!r} failed {report['n_failed']} of "
+            f"{report['n_expectations']} expectations (details in {paths.metrics}, "
+            f"{paths.docs / 'index.html'}):\n  " + "\n  ".join(lines),
+            metrics=report,
         )
-    return {
-        "success": True,
-        "n_expectations": report["n_expectations"],
-        "n_failed": 0,
-        **{f"rows_{role}": r["n_rows"] for role, r in report["roles"].items()},
-    }
+    return report

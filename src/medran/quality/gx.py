@@ -36,7 +36,12 @@ _SITE = Path("uncommitted") / "data_docs" / "local_site"
 
 
 class QualityGateError(InputError):
-    """A data-quality gate failed; the message lists every failed expectation."""
+    """A data-quality gate failed; the message lists every failed expectation and ``metrics``
+    holds the gate's report, which the runner writes before the stage fails."""
+
+    def __init__(self, message: str, metrics: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.metrics = metrics
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from medran.data.manifest import ANSWER_TYPES, SPLITS, columns_for, read_manifest
-from medran.params import ROLE_KIND, ROLES, ValidateDataParams
+from medran.names import ROLE_KIND, ROLES
+from medran.params import ValidateDataParams
 from medran.quality.gx import Expect, TableCheck
 from medran.quality.images import image_facts
 

@@ -15,6 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from medran.contracts import ZERO_SHOT_ACCURACY, recall_key
 from medran.reporting.inputs import Expected
 from medran.reporting.results import Downstream
 
@@ -87,11 +88,11 @@ def retrieval_vs_noise(
     levels = [float(level) for level in table]
     for i, k in enumerate(expected.recall_at):  # a colour per k, a line style per direction
         for direction, style in (("i2t", "-"), ("t2i", "--")):
-            ys = [row[f"{direction}_r{k}"] for row in table.values()]
+            ys = [row[recall_key(direction, k)] for row in table.values()]
             recall.plot(levels, ys, style, color=f"C{i}", marker="o", label=f"{direction} R@{k}")
     _style(recall, "retrieval (clean test pairs)", "noise level", "recall")
     recall.legend(fontsize=7, ncol=2)
-    zero_shot.plot(levels, [row["zero_shot_accuracy"] for row in table.values()], marker="o")
+    zero_shot.plot(levels, [row[ZERO_SHOT_ACCURACY] for row in table.values()], marker="o")
     _style(zero_shot, "zero-shot classification", "noise level", "accuracy")
     return save(figure, path, dpi)
 

@@ -1,11 +1,12 @@
 """What the report reads: the metrics JSON of every stage, checked against what params.yaml
 says should exist.
 
-Paths mirror ``dvc.yaml`` (``reports/<stage>/<level>/...``). Each expected file belongs to
-the DVC stage that writes it, so a missing or unreadable file, or one that lacks a value the
-report needs, is recorded as a :class:`Problem` named after that stage
-(``finetune@0.5-vqa-ran``). Nothing here raises on bad metrics: the report shows a dash and
-``report.strict`` decides whether the problems fail the stage.
+Paths and stage names come from ``medran.contracts``, as ``dvc.yaml`` spells them
+(``reports/<stage>/<level>/...``). Each expected file belongs to the DVC stage that writes it,
+so a missing or unreadable file, or one that lacks a value the report needs, is recorded as a
+:class:`Problem` named after that stage (``finetune@0.5-vqa-ran``). Nothing here raises on
+bad metrics: the report shows a dash and ``report.strict`` decides whether the problems fail
+the stage.
 """
 
 from __future__ import annotations
@@ -15,6 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medran import names
+from medran.contracts import (
+    CLEAN_ACCURACY,
+    FINAL_LOSS,
+    TEST_ACCURACY,
+    ZERO_SHOT_ACCURACY,
+    gate_id,
+    gate_result_path,
+    metrics_path,
+    model_key,
+    recall_key,
+    robust_accuracy_key,
+    stage_id,
+)
 from medran.layout import level_name
 from medran.params import Params
 
@@ -32,7 +47,7 @@ class Expected:
     gates: tuple[str, ...]
 
     @classmethod
-    def from_params(cls, params: Params, gates: tuple[str, ...]) -> Expected:
+    def from_params(cls, params: Params) -> Expected:
         return cls(
             levels=tuple(params.noise_levels),
             tasks=tuple(params.finetune.tasks),
@@ -40,7 +55,7 @@ class Expected:
             seeds=tuple(params.finetune.seeds),
             eps=tuple(params.eval_robust.eps),
             recall_at=tuple(params.eval_upstream.recall_at),
-            gates=tuple(gates),
+            gates=names.GATES,
         )
 
     @property
@@ -53,11 +68,11 @@ class Expected:
 
     def stages(self) -> set[str]:
         """The DVC stages (and MLflow run names) whose results the report shows."""
-        names = {"attack_images"}
-        for level in self.level_names:
-            names |= {f"pretrain@{level}", f"eval_upstream@{level}", f"eval_robust@{level}"}
-            names |= {f"finetune@{level}-{t}-{m}" for t in self.tasks for m in self.methods}
-        return names
+        found = {"attack_images"}
+        for level in self.levels:
+            found |= {stage_id(s, level) for s in ("pretrain", "eval_upstream", "eval_robust")}
+            found |= {stage_id("finetune", level, t, m) for t in self.tasks for m in self.methods}
+        return found
 
 
 @dataclass(frozen=True, order=True)
@@ -81,51 +96,72 @@ class Inputs:
     problems: list[Problem] = field(default_factory=list)
 
 
-def robust_key(eps: float) -> str:
-    """The name ``medran.evaluation.robust.RobustReport.as_metrics`` gives robust accuracy."""
-    return f"robust_accuracy_eps{eps:g}"
-
-
 def read_inputs(reports: Path, expected: Expected) -> Inputs:
     """Read every expected metrics file under the reports root (``reports/``)."""
-    reports = Path(reports)
     found = Inputs()
-    problems = found.problems
-
-    def read(stage: str, path: Path, needed: list[str]) -> dict[str, Any] | None:
-        metrics, problem = read_metrics(path, needed)
-        if problem:
-            problems.append(Problem(stage, problem))
-        return metrics
-
-    recalls = [f"{d}_r{k}" for k in expected.recall_at for d in ("i2t", "t2i")]
-    per_level = (  # stage, where its metrics go, the keys the report shows
-        ("pretrain", found.pretrain, ["final_loss"]),
-        ("eval_upstream", found.upstream, [*recalls, "zero_shot_accuracy"]),
-    )
-    for level in expected.level_names:
-        for stage, into, needed in per_level:
-            metrics = read(f"{stage}@{level}", reports / stage / level / "metrics.json", needed)
-            if metrics is not None:
-                into[level] = metrics
-        for task in expected.tasks:
-            for method in expected.methods:
-                stage = f"finetune@{level}-{task}-{method}"
-                path = reports / "finetune" / level / f"{task}-{method}" / "metrics.json"
-                metrics = read(stage, path, ["test.accuracy"])
-                if metrics is not None:
-                    found.finetune[(level, task, method)] = metrics
-        robust = read(f"eval_robust@{level}", reports / "eval_robust" / level / "metrics.json", [])
-        if robust is not None:
-            found.robust[level] = robust
-            problems.extend(_robust_gaps(level, robust, expected))
-    found.attack = read("attack_images", reports / "attack_images" / "metrics.json", [])
+    reader = _Reader(Path(reports), found.problems)
+    recalls = [recall_key(d, k) for k in expected.recall_at for d in ("i2t", "t2i")]
+    for level in expected.levels:
+        _read_level(reader, found, expected, level, recalls)
+    found.attack = reader.read("attack_images", [])
     for gate in expected.gates:
-        path = reports / "data_quality" / gate / "result.json"
-        result = read(f"validate_data@{gate}", path, ["success"])
+        result = reader.read_file(
+            gate_id(gate), gate_result_path(gate, reader.reports), ["success"]
+        )
         if result is not None:
             found.gates[gate] = result
     return found
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """Reads metrics files, recording each fault as a problem of the stage that writes it."""
+
+    reports: Path
+    problems: list[Problem]
+
+    def read(
+        self,
+        stage: str,
+        needed: list[str],
+        level: float | None = None,
+        task: str | None = None,
+        method: str | None = None,
+    ) -> dict[str, Any] | None:
+        """The metrics of ``stage`` (of ``level``, ``task``, ``method``), where ``dvc.yaml``
+        puts them."""
+        path = metrics_path(stage, level, task, method, reports=self.reports)
+        return self.read_file(stage_id(stage, level, task, method), path, needed)
+
+    def read_file(self, stage: str, path: Path, needed: list[str]) -> dict[str, Any] | None:
+        metrics, problem = read_metrics(path, needed)
+        if problem:
+            self.problems.append(Problem(stage, problem))
+        return metrics
+
+
+def _read_level(
+    reader: _Reader, found: Inputs, expected: Expected, level: float, recalls: list[str]
+) -> None:
+    """One level's pretrain, eval_upstream, finetune (every model) and eval_robust metrics."""
+    name = level_name(level)
+    per_level = (  # stage, where its metrics go, the keys the report shows
+        ("pretrain", found.pretrain, [FINAL_LOSS]),
+        ("eval_upstream", found.upstream, [*recalls, ZERO_SHOT_ACCURACY]),
+    )
+    for stage, into, needed in per_level:
+        metrics = reader.read(stage, needed, level)
+        if metrics is not None:
+            into[name] = metrics
+    for task in expected.tasks:
+        for method in expected.methods:
+            metrics = reader.read("finetune", [TEST_ACCURACY], level, task, method)
+            if metrics is not None:
+                found.finetune[(name, task, method)] = metrics
+    robust = reader.read("eval_robust", [], level)
+    if robust is not None:
+        found.robust[name] = robust
+        reader.problems.extend(_robust_gaps(level, robust, expected))
 
 
 def read_metrics(path: Path, needed: list[str]) -> tuple[dict[str, Any] | None, str | None]:
@@ -144,16 +180,16 @@ def read_metrics(path: Path, needed: list[str]) -> tuple[dict[str, Any] | None, 
     return metrics, None
 
 
-def _robust_gaps(level: str, metrics: dict[str, Any], expected: Expected) -> list[Problem]:
+def _robust_gaps(level: float, metrics: dict[str, Any], expected: Expected) -> list[Problem]:
     """One problem per model whose clean or robust accuracy is not in the level's file."""
     problems = []
-    wanted = ["clean_accuracy", *(robust_key(e) for e in expected.eps)]
+    wanted = [CLEAN_ACCURACY, *(robust_accuracy_key(e) for e in expected.eps)]
     for task in expected.tasks:
         for method in expected.methods:
-            lacking = [k for k in wanted if f"{task}.{method}.{k}" not in metrics]
+            lacking = [k for k in wanted if model_key(task, method, k) not in metrics]
             if lacking:
                 detail = f"no {', '.join(lacking)} for {task}-{method}"
-                problems.append(Problem(f"eval_robust@{level}", detail))
+                problems.append(Problem(stage_id("eval_robust", level), detail))
     return problems
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medran.contracts import ZERO_SHOT_ACCURACY, recall_key
 from medran.reporting.inputs import Expected
 from medran.reporting.results import Downstream
 
@@ -68,9 +69,11 @@ def retrieval_vs_noise(
     records = []
     for level, row in table.items():
         metrics = [
-            (f"{d} R@{k}", row[f"{d}_r{k}"]) for d in ("i2t", "t2i") for k in expected.recall_at
+            (f"{d} R@{k}", row[recall_key(d, k)])
+            for d in ("i2t", "t2i")
+            for k in expected.recall_at
         ]
-        metrics.append(("zero-shot accuracy", row["zero_shot_accuracy"]))
+        metrics.append(("zero-shot accuracy", row[ZERO_SHOT_ACCURACY]))
         for metric, value in metrics:
             records.append({
                 "panel": "zero-shot" if metric.startswith("zero") else "retrieval",

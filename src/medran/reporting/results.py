@@ -11,7 +11,17 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from medran.reporting.inputs import Expected, Inputs, robust_key
+from medran.contracts import (
+    CLEAN_ACCURACY,
+    FINAL_LOSS,
+    TEST_ACCURACY,
+    ZERO_SHOT_ACCURACY,
+    model_key,
+    recall_key,
+    robust_accuracy_key,
+    seed_key,
+)
+from medran.reporting.inputs import Expected, Inputs
 
 NAN = float("nan")
 
@@ -50,16 +60,22 @@ class Downstream:
 def stat(
     metrics: dict[str, Any] | None, key: str, seeds: tuple[int, ...], prefix: str = ""
 ) -> Stat:
-    """``<prefix><key>`` as the stage averaged it, spread from ``<prefix>seed-<s>.<key>``."""
+    """``<prefix><key>`` as the stage averaged it, spread from ``<prefix>seed-<s>.<key>``
+    (``prefix`` names a model in a metrics file of several: :func:`model_prefix`)."""
     if not metrics:
         return MISSING
-    values = [_number(metrics.get(f"{prefix}seed-{s}.{key}")) for s in seeds]
+    values = [_number(metrics.get(prefix + seed_key(s, key))) for s in seeds]
     values = [v for v in values if not math.isnan(v)]
     mean = _number(metrics.get(f"{prefix}{key}"))
     if math.isnan(mean) and values:
         mean = statistics.fmean(values)
     spread = statistics.pstdev(values) if len(values) > 1 else 0.0
     return Stat(mean, spread if not math.isnan(mean) else NAN, len(values))
+
+
+def model_prefix(task: str, method: str) -> str:
+    """What a model's keys start with in a metrics file of several (``eval_robust``)."""
+    return model_key(task, method, "")
 
 
 def downstream(inputs: Inputs, expected: Expected) -> list[Downstream]:
@@ -70,19 +86,19 @@ def downstream(inputs: Inputs, expected: Expected) -> list[Downstream]:
         for task in expected.tasks:
             for method in expected.methods:
                 finetune = inputs.finetune.get((level, task, method))
-                prefix = f"{task}.{method}."
+                prefix = model_prefix(task, method)
                 rows.append(
                     Downstream(
                         level=level,
                         task=task,
                         method=method,
-                        clean=stat(finetune, "test.accuracy", expected.seeds),
-                        attacked_clean=stat(robust, "clean_accuracy", expected.seeds, prefix),
+                        clean=stat(finetune, TEST_ACCURACY, expected.seeds),
+                        attacked_clean=stat(robust, CLEAN_ACCURACY, expected.seeds, prefix),
                         robust={
-                            e: stat(robust, robust_key(e), expected.seeds, prefix)
+                            e: stat(robust, robust_accuracy_key(e), expected.seeds, prefix)
                             for e in expected.eps
                         },
-                        n_attacked=_number((robust or {}).get(f"{prefix}n")),
+                        n_attacked=_number((robust or {}).get(model_key(task, method, "n"))),
                         failed_checks=_failed_checks(robust, prefix),
                     )
                 )
@@ -112,11 +128,11 @@ def upstream(inputs: Inputs, expected: Expected) -> dict[str, dict[str, float]]:
     for level in expected.level_names:
         pretrain = inputs.pretrain.get(level, {})
         evals = inputs.upstream.get(level, {})
-        row = {k: _number(pretrain.get(k)) for k in ("n_train", "n_adversarial", "final_loss")}
+        row = {k: _number(pretrain.get(k)) for k in ("n_train", "n_adversarial", FINAL_LOSS)}
         for k in expected.recall_at:
             for direction in ("i2t", "t2i"):
-                row[f"{direction}_r{k}"] = _number(evals.get(f"{direction}_r{k}"))
-        row["zero_shot_accuracy"] = _number(evals.get("zero_shot_accuracy"))
+                row[recall_key(direction, k)] = _number(evals.get(recall_key(direction, k)))
+        row[ZERO_SHOT_ACCURACY] = _number(evals.get(ZERO_SHOT_ACCURACY))
         table[level] = row
     return table
 

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from medran.contracts import FINAL_LOSS, ZERO_SHOT_ACCURACY, recall_key, stage_id
 from medran.reporting.inputs import Expected, Problem
 from medran.reporting.results import Downstream, Stat
 
@@ -91,7 +92,8 @@ def masking_summary(rows: Sequence[Downstream]) -> str:
     unknown = [r for r in rows if r.failed_checks is None]
     if suspected:
         lines = [
-            f"- `eval_robust@{r.level}` {r.task}-{r.method}: failed {', '.join(r.failed_checks)}"
+            f"- `{stage_id('eval_robust', float(r.level))}` {r.task}-{r.method}: "
+            f"failed {', '.join(r.failed_checks)}"
             for r in suspected
         ]
         text = "Gradient masking suspected; treat these robust accuracies with care:\n\n"
@@ -116,11 +118,13 @@ def upstream_table(table: dict[str, dict[str, float]], expected: Expected, decim
         pairs = DASH
         if not math.isnan(row["n_adversarial"]) and not math.isnan(row["n_train"]):
             pairs = f"{row['n_adversarial']:.0f} / {row['n_train']:.0f}"
-        cells = [level, pairs, number(row["final_loss"], decimals)]
+        cells = [level, pairs, number(row[FINAL_LOSS], decimals)]
         cells += [
-            number(row[f"{d}_r{k}"], decimals) for d in ("i2t", "t2i") for k in expected.recall_at
+            number(row[recall_key(d, k)], decimals)
+            for d in ("i2t", "t2i")
+            for k in expected.recall_at
         ]
-        cells.append(number(row["zero_shot_accuracy"], decimals))
+        cells.append(number(row[ZERO_SHOT_ACCURACY], decimals))
         body.append(cells)
     note = "Retrieval on the clean upstream test split; zero-shot on the chest X-ray test split."
     return f"{markdown_table(header, body)}\n\n{note}"

@@ -3,7 +3,7 @@
 Order, as in Accelerate's examples: seed, data, optimizer + schedule, ``prepare``, resume,
 train (accumulate, clip, step), checkpoint, log. The objective is a small module that returns
 named losses (``"loss"`` is optimised, the rest are logged). Resumable state (``save_state``)
-lives in ``checkpoint_dir/latest``; the released model is exported by the caller.
+lives in ``cfg.checkpoint_dir``; the released model is exported by the caller.
 """
 
 from __future__ import annotations
@@ -39,8 +39,18 @@ class LoopConfig:
     seed: int
     grad_accum_steps: int = 1
     max_grad_norm: float = 1.0
+    checkpoint_dir: Path | None = None  # resumable state; None: no checkpoints, no resume
     checkpoint_every_steps: int = 0  # 0: only at the end of each epoch
     log_every_steps: int = 1
+
+
+@dataclass(frozen=True)
+class LoopHooks:
+    """What the caller hears: ``on_step(step, {loss..., lr, images_per_s})`` after each
+    optimizer update, ``on_epoch(epoch, {epoch_<loss>: mean})`` after each epoch."""
+
+    on_step: StepCallback | None = None
+    on_epoch: StepCallback | None = None
 
 
 def make_accelerator(
@@ -121,18 +131,50 @@ def _resume(accelerator: Accelerator, checkpoint_dir: Path | None) -> dict[str, 
     return progress
 
 
+@dataclass
+class _Training:
+    """The prepared objects of one ``train`` call and where it has got to."""
+
+    accelerator: Accelerator
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    cfg: LoopConfig
+    step: int
+
+
 def train(
     accelerator: Accelerator,
     model: nn.Module,
     dataset: Dataset,
     objective: Objective,
     cfg: LoopConfig,
-    checkpoint_dir: Path | None = None,
-    on_step: StepCallback | None = None,
-    on_epoch: StepCallback | None = None,
+    hooks: LoopHooks | None = None,
 ) -> nn.Module:
-    """Train ``model`` in place; returns the unwrapped model. Resumes from ``checkpoint_dir``."""
+    """Train ``model`` in place; returns the unwrapped model. Resumes from
+    ``cfg.checkpoint_dir`` when it holds a complete state."""
+    hooks = hooks or LoopHooks()
     set_seed(cfg.seed)
+    run, progress = _prepare(accelerator, model, dataset, cfg)
+    for epoch in range(progress["epoch"], cfg.epochs):
+        skip = progress["batch"] if epoch == progress["epoch"] else 0
+        means = _train_epoch(run, objective, epoch, skip, hooks.on_step)
+        if cfg.checkpoint_dir:
+            _save(
+                accelerator, cfg.checkpoint_dir, {"epoch": epoch + 1, "batch": 0, "step": run.step}
+            )
+        if hooks.on_epoch:
+            hooks.on_epoch(epoch + 1, means)
+    model = accelerator.unwrap_model(run.model)
+    check_ranks_in_sync(accelerator, model)
+    return model
+
+
+def _prepare(
+    accelerator: Accelerator, model: nn.Module, dataset: Dataset, cfg: LoopConfig
+) -> tuple[_Training, dict[str, int]]:
+    """Data, optimizer and schedule, prepared by Accelerate; then the state to resume from."""
     loader = DataLoader(
         dataset,
         batch_size=cfg.batch_size,
@@ -147,57 +189,60 @@ def train(
     total = cfg.epochs * max(1, math.ceil(len(loader) / cfg.grad_accum_steps))
     schedule = warmup_cosine(cfg.warmup_steps, total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    if checkpoint_dir:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    progress = _resume(accelerator, checkpoint_dir)
+    if cfg.checkpoint_dir:
+        cfg.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    progress = _resume(accelerator, cfg.checkpoint_dir)
     step = progress["step"]
     if step:
         # Rebuilt from the step count rather than registered for checkpointing: Accelerate
         # would unpickle a registered object with weights_only=False.
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule, last_epoch=step - 1)
+    return _Training(accelerator, model, optimizer, loader, scheduler, cfg, step), progress
 
-    for epoch in range(progress["epoch"], cfg.epochs):
-        model.train()
-        loader.set_epoch(epoch)
-        skip = progress["batch"] if epoch == progress["epoch"] else 0
-        epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
-        totals: dict[str, float] = {}
-        batch_index, n_batches, tick = skip, 0, time.perf_counter()
-        for batch in epoch_loader:
-            with accelerator.accumulate(model):
-                losses = objective(model, batch)
-                accelerator.backward(losses["loss"])
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            values = {k: float(accelerator.reduce(v.detach(), "mean")) for k, v in losses.items()}
-            for k, v in values.items():
-                totals[k] = totals.get(k, 0.0) + v
-            batch_index += 1
-            n_batches += 1
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            step += 1
-            if on_step and step % cfg.log_every_steps == 0:
-                images = n_batches * cfg.batch_size * accelerator.num_processes
-                speed = images / (time.perf_counter() - tick)
-                on_step(step, values | {"lr": scheduler.get_last_lr()[0], "images_per_s": speed})
-            every = cfg.checkpoint_every_steps
-            if checkpoint_dir and every and step % every == 0:
-                _save(
-                    accelerator,
-                    checkpoint_dir,
-                    {"epoch": epoch, "batch": batch_index, "step": step},
-                )
-        if checkpoint_dir:
-            _save(accelerator, checkpoint_dir, {"epoch": epoch + 1, "batch": 0, "step": step})
-        if on_epoch:
-            on_epoch(epoch + 1, {f"epoch_{k}": v / max(1, n_batches) for k, v in totals.items()})
-    model = accelerator.unwrap_model(model)
-    check_ranks_in_sync(accelerator, model)
-    return model
+
+def _train_epoch(
+    run: _Training, objective: Objective, epoch: int, skip: int, on_step: StepCallback | None
+) -> dict[str, float]:
+    """One epoch from batch ``skip``; returns the mean of each loss over its batches."""
+    accelerator, cfg = run.accelerator, run.cfg
+    run.model.train()
+    run.loader.set_epoch(epoch)
+    loader = accelerator.skip_first_batches(run.loader, skip) if skip else run.loader
+    totals: dict[str, float] = {}
+    batch_index, n_batches, tick = skip, 0, time.perf_counter()
+    for batch in loader:
+        values = _update(run, objective, batch)
+        for k, v in values.items():
+            totals[k] = totals.get(k, 0.0) + v
+        batch_index += 1
+        n_batches += 1
+        if not accelerator.sync_gradients:
+            continue
+        run.scheduler.step()
+        run.step += 1
+        if on_step and run.step % cfg.log_every_steps == 0:
+            images = n_batches * cfg.batch_size * accelerator.num_processes
+            speed = images / (time.perf_counter() - tick)
+            lr = run.scheduler.get_last_lr()[0]
+            on_step(run.step, values | {"lr": lr, "images_per_s": speed})
+        every = cfg.checkpoint_every_steps
+        if cfg.checkpoint_dir and every and run.step % every == 0:
+            progress = {"epoch": epoch, "batch": batch_index, "step": run.step}
+            _save(accelerator, cfg.checkpoint_dir, progress)
+    return {f"epoch_{k}": v / max(1, n_batches) for k, v in totals.items()}
+
+
+def _update(run: _Training, objective: Objective, batch: object) -> dict[str, float]:
+    """One micro-step (accumulate, clip, step); returns the losses averaged over processes."""
+    accelerator = run.accelerator
+    with accelerator.accumulate(run.model):
+        losses = objective(run.model, batch)
+        accelerator.backward(losses["loss"])
+        if accelerator.sync_gradients and run.cfg.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(run.model.parameters(), run.cfg.max_grad_norm)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    return {k: float(accelerator.reduce(v.detach(), "mean")) for k, v in losses.items()}
 
 
 def check_ranks_in_sync(accelerator: Accelerator, model: nn.Module) -> None:

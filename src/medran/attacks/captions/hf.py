@@ -38,6 +38,6 @@ def load(what: str, name: str, key: str, loader: Callable[[], T]) -> T:
 
 
 def device() -> str:
-    import torch
+    from medran.devices import pick_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return pick_device()
