@@ -8,19 +8,21 @@ changes (so it declares only its own params).
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
+from medran import contracts, names
 from medran.params import parse_params
 from tests.pipeline.conftest import ROOT, ci_params
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = DVC["stages"]
 # Modules every stage uses that cannot change a stage's output: the package root, error
-# types, params parsing (params values are tracked by DVC itself), the runner and launcher,
-# and MLflow logging.
+# types, params parsing (params values are tracked by DVC itself; the package and its
+# section modules), the runner and launcher, and MLflow logging.
 INFRASTRUCTURE = {
     "medran",
     "medran.errors",
@@ -30,6 +32,10 @@ INFRASTRUCTURE = {
     "medran.launch",
     "medran.tracking",
 }
+
+
+def _infrastructure(module: str) -> bool:
+    return module in INFRASTRUCTURE or module.startswith("medran.params.")
 
 
 def _module_file(module: str) -> Path | None:
@@ -56,7 +62,7 @@ def medran_closure(module: str) -> set[str]:
     seen, todo = set(), [module]
     while todo:
         current = todo.pop()
-        if current in seen or current in INFRASTRUCTURE:
+        if current in seen or _infrastructure(current):
             continue
         seen.add(current)
         todo.extend(_imports(_module_file(current)))
@@ -124,3 +130,78 @@ def test_ci_overrides_are_valid_params() -> None:
     unknown = set(_flat(overrides)) - set(_flat(raw))
     assert not unknown, f"configs/ci.yaml overrides keys params.yaml lacks: {sorted(unknown)}"
     parse_params(ci_params())
+
+
+# --- the contracts (medran.names, medran.contracts) against dvc.yaml and params.yaml --------
+
+PARAMS_YAML = yaml.safe_load((ROOT / "params.yaml").read_text())
+# A sample item, substituted for dvc.yaml's ${...} to compare its paths with the contracts'.
+SAMPLE = {"${item}": "0.5", "${item.level}": "0.5", "${item.task}": "vqa"}
+SAMPLE |= {"${item.method}": "ran", "${key}": "noisy"}
+
+
+def _resolve(text: str) -> str:
+    for template, value in SAMPLE.items():
+        text = text.replace(template, value)
+    return text
+
+
+def _metrics(spec: dict) -> list[str]:
+    return [_resolve(next(iter(m)) if isinstance(m, dict) else m) for m in spec.get("metrics", [])]
+
+
+def test_dvc_stages_are_the_contracts_stages() -> None:
+    assert set(STAGES) == set(contracts.STAGES)
+
+
+def test_every_task_and_method_has_its_params_section() -> None:
+    """``dvc.yaml`` makes each finetune stage depend on ``finetune.<task>`` and
+    ``finetune.<method>``: every name needs its section, and nothing else is a section."""
+    finetune = PARAMS_YAML["finetune"]
+    assert set(names.TASKS) | set(names.METHODS) <= set(finetune)
+    assert set(finetune["tasks"]) <= set(names.TASKS)
+    assert set(finetune["methods"]) <= set(names.METHODS)
+    assert STAGES["finetune"]["matrix"] == {
+        "level": "${noise_levels}",
+        "task": "${finetune.tasks}",
+        "method": "${finetune.methods}",
+    }
+
+
+def test_gates_are_the_names_gates() -> None:
+    assert tuple(STAGES["validate_data"]["foreach"]) == names.GATES
+    report_deps = STAGES["report"]["deps"]
+    for gate in names.GATES:
+        assert str(contracts.gate_result_path(gate)) in report_deps
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_command_is_its_paths_contract(stage: str) -> None:
+    """The flags a stage is given are its paths object's fields, its positionals its keys."""
+    spec = STAGES[stage].get("do", STAGES[stage])
+    words = spec["cmd"].split()
+    script = words.index(f"stages/{stage}.py")
+    first_flag = next((i for i, w in enumerate(words) if w.startswith("--")), len(words))
+    positionals = words[script + 1 : first_flag]
+    assert len(positionals) == len(contracts.STAGE_KEYS.get(stage, ()))
+    flags = {w[2:] for w in words if w.startswith("--")}
+    fields = dataclasses.fields(contracts.STAGE_PATHS[stage])
+    required = {f.name for f in fields if f.default is dataclasses.MISSING}
+    assert required <= flags <= {f.name for f in fields}
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "eval_upstream", "finetune", "eval_robust"])
+def test_metrics_paths_are_the_contracts(stage: str) -> None:
+    spec = STAGES[stage].get("do", STAGES[stage])
+    keys = contracts.STAGE_KEYS[stage]
+    item = {"level": 0.5, "task": "vqa", "method": "ran"}
+    expected = contracts.metrics_path(stage, **{k: item[k] for k in keys})
+    assert _metrics(spec) == [str(expected)]
+    assert f"--metrics {expected}" in _resolve(" ".join(spec["cmd"].split()))
+
+
+def test_report_reads_the_stages_metrics_where_they_write_them() -> None:
+    """The report's deps are the folders the per-level stages write their metrics under."""
+    deps = STAGES["report"]["deps"]
+    for stage in ("pretrain", "eval_upstream", "finetune", "eval_robust"):
+        assert str(contracts.REPORTS / stage) in deps

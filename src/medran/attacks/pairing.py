@@ -1,4 +1,4 @@
-"""Which target image each attacked clean image is pulled toward (DESIGN §4).
+"""Which target image each attacked clean image is pulled toward (docs/architecture.md, "Attacks").
 
 A rule turns the clean image's body part and the target pool into the candidate targets; one
 target is then drawn with a generator keyed by (seed, clean id), so the choice for an id does

@@ -1,4 +1,4 @@
-"""Caption attack backends (DESIGN §4): ``rules``, ``llm`` and ``captioner``.
+"""Caption attack backends (docs/architecture.md, "Attacks"): ``rules``, ``llm`` and ``captioner``.
 
 ``BACKENDS`` maps a backend name to its module's ``create(params, resources)``. The modules
 import transformers / open_clip only inside ``create``, so importing the registry is cheap.

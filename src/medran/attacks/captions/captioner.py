@@ -1,4 +1,5 @@
-"""``captioner``: a black-box model captions the adversarial image (DESIGN §4, Fig. 5).
+"""``captioner``: a black-box model captions the adversarial image (the paper's Fig. 5;
+docs/architecture.md, "Attacks").
 
 Two modes, from ``attack_captions.captioner.model``:
 

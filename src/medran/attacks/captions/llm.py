@@ -1,4 +1,5 @@
-"""``llm``: a transformers text-generation model rewrites each caption (DESIGN §4, Fig. 3).
+"""``llm``: a transformers text-generation model rewrites each caption (the paper's Fig. 3;
+docs/architecture.md, "Attacks").
 
 The prompt asks for exactly the rules' rewrite: move the caption to a named body part (the
 target's, or the same seeded choice the rules would make) and turn some words into their

@@ -1,4 +1,5 @@
-"""``rules``: the deterministic caption attack (DESIGN §4), the default backend.
+"""``rules``: the deterministic caption attack, the default backend (docs/architecture.md,
+"Attacks").
 
 The dominant body part's terms are swapped to another body part's words of the same kind (to
 the target's body part when the pair has one, else a seeded different part), and every word
