@@ -87,6 +87,8 @@ FINAL_LOSS = "final_loss"
 TEST_ACCURACY = "test.accuracy"
 CLEAN_ACCURACY = "clean_accuracy"
 ZERO_SHOT_ACCURACY = "zero_shot_accuracy"
+PROBE_AUROC = "probe_auroc"  # linear probe of the frozen image features, chest X-ray test split
+PIXEL_PROBE_AUROC = "pixel_probe_auroc"  # the same probe on raw pixels: the bar to clear
 GRADIENT_MASKING = "gradient_masking_suspected"
 
 

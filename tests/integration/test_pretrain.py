@@ -141,6 +141,12 @@ def test_eval_upstream_reports_retrieval_and_zero_shot(
     for key in ("i2t_r1", "t2i_r10", "zero_shot_accuracy", "mean_recall"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["i2t_r10"] >= metrics["i2t_r1"]
+    # The probes: fitted on the chest X-ray train split, scored on its test split.
+    for key in ("probe_auroc", "pixel_probe_auroc"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    cls = pd.read_parquet(noisy_root / layout.PREPARED / "cls.parquet")
+    assert metrics["n_probe_test"] == (cls["split"] == "test").sum() > 0
+    assert metrics["n_probe_train"] == (cls["split"] == "train").sum()
     pretrain_run = json.loads((tmp_path / "model" / "run.json").read_text())["run_id"]
     found = mlflow.search_runs(
         experiment_names=["medran-test"], filter_string="tags.stage = 'eval_upstream@0.0'"

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from medran.contracts import recall_key
 from medran.models.factory import ClipModel
 from medran.models.wrappers import Normalize
 
@@ -18,8 +19,8 @@ def recall_at_k(similarity: torch.Tensor, ks: Sequence[int]) -> dict[str, float]
     image_rank, text_rank = _match_rank(similarity), _match_rank(similarity.T)
     out = {}
     for k in ks:
-        out[f"i2t_r{k}"] = float((image_rank < k).float().mean())
-        out[f"t2i_r{k}"] = float((text_rank < k).float().mean())
+        out[recall_key("i2t", k)] = float((image_rank < k).float().mean())
+        out[recall_key("t2i", k)] = float((text_rank < k).float().mean())
     return out
 
 

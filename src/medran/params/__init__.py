@@ -40,7 +40,7 @@ from medran.params.finetune import (
     NMTuneParams,
     RANParams,
 )
-from medran.params.training import EvalUpstreamParams, PretrainParams
+from medran.params.training import EvalUpstreamParams, PretrainParams, ProbeParams
 
 
 class Params(Section):
@@ -168,6 +168,7 @@ __all__ = [
     "Params",
     "ParamsError",
     "PrepareDataParams",
+    "ProbeParams",
     "RANParams",
     "ReportParams",
     "Section",

@@ -45,11 +45,20 @@ class PretrainParams(Section):
         return self.global_batch_size // (self.num_processes * self.grad_accum_steps)
 
 
+class ProbeParams(Section):
+    """Linear probes on the chest X-ray set (``medran.evaluation.probe``)."""
+
+    l2: float = Field(gt=0.0)  # weight of the squared weights against the mean loss
+    max_iter: int = Field(ge=1)  # L-BFGS iterations
+    pixels: int = Field(ge=1, le=256)  # the raw-pixel probe sees grey levels at pixels^2
+
+
 class EvalUpstreamParams(Section):
     batch_size: int = Field(ge=1)
     recall_at: list[int]
     # Zero-shot prompts on the chest X-ray set; {} is the lower-cased label.
     prompts: list[str]
+    probe: ProbeParams
 
     @field_validator("prompts")
     @classmethod

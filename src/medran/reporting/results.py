@@ -14,6 +14,8 @@ from typing import Any
 from medran.contracts import (
     CLEAN_ACCURACY,
     FINAL_LOSS,
+    PIXEL_PROBE_AUROC,
+    PROBE_AUROC,
     TEST_ACCURACY,
     ZERO_SHOT_ACCURACY,
     model_key,
@@ -123,7 +125,8 @@ def best_methods(rows: list[Downstream], eps: float) -> set[tuple[str, str, str]
 
 
 def upstream(inputs: Inputs, expected: Expected) -> dict[str, dict[str, float]]:
-    """Per level: the pre-training corpus and loss, retrieval R@k both ways, zero-shot."""
+    """Per level: the pre-training corpus and loss, retrieval R@k both ways, zero-shot, and
+    the linear probes (frozen features, raw pixels)."""
     table = {}
     for level in expected.level_names:
         pretrain = inputs.pretrain.get(level, {})
@@ -132,7 +135,8 @@ def upstream(inputs: Inputs, expected: Expected) -> dict[str, dict[str, float]]:
         for k in expected.recall_at:
             for direction in ("i2t", "t2i"):
                 row[recall_key(direction, k)] = _number(evals.get(recall_key(direction, k)))
-        row[ZERO_SHOT_ACCURACY] = _number(evals.get(ZERO_SHOT_ACCURACY))
+        for key in (ZERO_SHOT_ACCURACY, PROBE_AUROC, PIXEL_PROBE_AUROC):
+            row[key] = _number(evals.get(key))
         table[level] = row
     return table
 

@@ -7,7 +7,14 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from medran.contracts import FINAL_LOSS, ZERO_SHOT_ACCURACY, recall_key, stage_id
+from medran.contracts import (
+    FINAL_LOSS,
+    PIXEL_PROBE_AUROC,
+    PROBE_AUROC,
+    ZERO_SHOT_ACCURACY,
+    recall_key,
+    stage_id,
+)
 from medran.reporting.inputs import Expected, Problem
 from medran.reporting.results import Downstream, Stat
 
@@ -112,7 +119,7 @@ def masking_summary(rows: Sequence[Downstream]) -> str:
 def upstream_table(table: dict[str, dict[str, float]], expected: Expected, decimals: int) -> str:
     header = ["noise level", "adversarial pairs", "final loss"]
     header += [f"{d} R@{k}" for d in ("i2t", "t2i") for k in expected.recall_at]
-    header.append("zero-shot accuracy")
+    header += ["zero-shot accuracy", "probe AUROC", "pixel-probe AUROC"]
     body = []
     for level, row in table.items():
         pairs = DASH
@@ -124,9 +131,16 @@ def upstream_table(table: dict[str, dict[str, float]], expected: Expected, decim
             for d in ("i2t", "t2i")
             for k in expected.recall_at
         ]
-        cells.append(number(row[ZERO_SHOT_ACCURACY], decimals))
+        cells += [
+            number(row[k], decimals) for k in (ZERO_SHOT_ACCURACY, PROBE_AUROC, PIXEL_PROBE_AUROC)
+        ]
         body.append(cells)
-    note = "Retrieval on the clean upstream test split; zero-shot on the chest X-ray test split."
+    note = (
+        "Retrieval on the clean upstream test split; zero-shot on the chest X-ray test split. "
+        "Probe AUROC: logistic regression fitted on the chest X-ray train split, macro AUROC "
+        "on its test split, from the frozen image features; the pixel probe, from raw pixels, "
+        "is the bar pre-training must clear to carry the findings."
+    )
     return f"{markdown_table(header, body)}\n\n{note}"
 
 
