@@ -17,7 +17,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from medran.contracts import SynthesizePaths
-from medran.data.synthetic.attributes import BODY_PART_SYNONYMS, CXR14_LABELS
+from medran.data.synthetic.attributes import (
+    BODY_PART_CUIS,
+    BODY_PART_SYNONYMS,
+    CXR14_LABELS,
+    MODALITY_CUIS,
+)
 from medran.data.synthetic.writers import CXR14_HEADER, MEDICAT_JSONL, VQARAD_JSON
 from medran.params import Params
 from medran.pipeline import synthesize
@@ -173,3 +178,24 @@ def test_classification_is_learnable_but_not_trivial(tmp_path: Path, seed: int) 
         "lesions are too hard to see"
     )
     assert accuracy < 0.95, f"seed {seed}: accuracy {accuracy:.3f}; the benchmark is trivial"
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_upstream_chest_xray_fraction(tmp_path: Path, fraction: float) -> None:
+    """The share of chest radiographs among upstream pairs follows the param (60 pairs)."""
+    params = SMALL.model_copy(
+        update={
+            "synthesize": SMALL.synthesize.model_copy(
+                update={"upstream_chest_xray_fraction": fraction}
+            )
+        }
+    )
+    run(params, tmp_path / "synthetic")
+    chest_xray = f"{MODALITY_CUIS['x-ray']};{BODY_PART_CUIS['chest']}"
+    concepts = pd.concat(
+        pd.read_csv(tmp_path / "synthetic" / "rocov2" / f"{split}_concepts.csv")
+        for split in ("train", "valid", "test")
+    )
+    share = (concepts["CUIs"] == chest_xray).mean()
+    expected = {0.0: (0.0, 0.25), 0.5: (0.35, 0.75), 1.0: (1.0, 1.0)}[fraction]
+    assert expected[0] <= share <= expected[1], share

@@ -41,8 +41,9 @@ def test_local_dir_without_weights_is_rejected(tmp_path: Path) -> None:
         check_model_name(f"local-dir:{tmp_path / 'missing'}")
 
 
-def test_tiny_config_is_registered_and_round_trips(tmp_path: Path) -> None:
-    clip = create_clip("medran-tiny", seed=0)
+@pytest.mark.parametrize("name", ["medran-tiny", "medran-rn32"])
+def test_shipped_configs_are_registered_and_round_trip(tmp_path: Path, name: str) -> None:
+    clip = create_clip(name, seed=0)
     assert clip.image_size == 64 and clip.context_length == 32
     save_local_dir(clip, tmp_path / "m", extra={"role": "test"})
     assert (tmp_path / "m" / WEIGHTS_FILE).is_file()

@@ -18,6 +18,9 @@ class SynthesizeParams(Section):
     seed: int = Field(ge=0)
     image_size: int = Field(ge=32, le=512)
     n_upstream: int = Field(ge=10)
+    # Chest radiographs among the upstream pairs (the rest: any body part); what the
+    # downstream chest X-ray tasks need the pre-trained encoder to have seen.
+    upstream_chest_xray_fraction: float = Field(ge=0.0, le=1.0)
     n_targets: int = Field(ge=10)
     n_cls_patients: int = Field(ge=10)
     max_followups: int = Field(ge=1, le=10)

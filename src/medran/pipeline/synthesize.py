@@ -11,6 +11,7 @@ a crash never leaves a partial output folder.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -66,13 +67,24 @@ def _upstream(p: SynthesizeParams, tally: Counter) -> Iterator[CaptionItem]:
     split_of[order[n_train : n_train + n_valid]] = "valid"
     for i in range(p.n_upstream):
         rng = stream_rng(p.seed, stream, i + 1)
-        attrs = vocab.sample_attributes(rng)
+        attrs = _upstream_attributes(rng, p.upstream_chest_xray_fraction)
         image = render(attrs, rng, p.image_size, noise=p.pixel_noise, rgb=True)
         split = str(split_of[i])
         tally[split] += 1
         item_id = f"ROCOv2_2023_{split}_{tally[split]:06d}"
         cuis = (vocab.MODALITY_CUIS[attrs.modality], vocab.BODY_PART_CUIS[attrs.body_part])
         yield CaptionItem(item_id, split, caption(attrs, rng), cuis, image)
+
+
+def _upstream_attributes(rng: np.random.Generator, chest_xray_fraction: float) -> vocab.Attributes:
+    """A chest radiograph with probability ``chest_xray_fraction`` (real ROCO and MediCaT
+    corpora hold many), else any body part and a modality that images it. At 0 no extra
+    number is drawn, so the corpus is the one made before the fraction existed."""
+    if chest_xray_fraction and rng.random() < chest_xray_fraction:
+        return dataclasses.replace(
+            vocab.sample_attributes(rng, body_part="chest"), modality="x-ray"
+        )
+    return vocab.sample_attributes(rng)
 
 
 def _targets(p: SynthesizeParams, tally: Counter) -> Iterator[FigureItem]:
