@@ -243,3 +243,18 @@ def test_question_tokens_ignore_padding_and_batch_mates(clip: ClipModel, tower: 
     ]
     assert alone.tokens.shape == (1, length, encoder.out_dim)  # trimmed to the longest question
     torch.testing.assert_close(both.tokens[0, :length], alone.tokens[0])
+
+
+def test_vqa_on_a_resnet_tower_attends_over_its_feature_map(prepared: Path) -> None:
+    """A ModifiedResNet has no patch tokens: VQA attends over its last feature map's cells,
+    and the image gradient an attack needs still flows."""
+    clip = create_clip("medran-rn32", seed=0)
+    task = make_task("vqa", prepared)
+    model = task.build_model(clip, head="linear", rectifier=nn.Identity(), **HEAD_OPTIONS["vqa"])
+    assert model.encoder.n_tokens == (clip.image_size // 32) ** 2
+    train = task.with_context(task.load_split("train", clip.image_size), clip)
+    batch = next(iter(DataLoader(train, batch_size=4, shuffle=False)))
+    images = batch["images"].requires_grad_()
+    loss = task.loss_fn(model.train()(images, batch["context"]), batch["targets"])
+    loss.backward()
+    assert torch.isfinite(loss) and images.grad.abs().sum() > 0

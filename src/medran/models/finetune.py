@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
+from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
 
 from medran.errors import InputError
@@ -123,13 +124,15 @@ class ImageFeatureEncoder(_ResizeNormalize):
 class ImageTokenEncoder(_ResizeNormalize):
     """[0, 1] images -> patch tokens (B, T, W) of the last block, after the final LayerNorm.
 
-    Uses open_clip's ``forward_intermediates`` (native ViT and timm towers both have it)
-    rather than flipping ``visual.output_tokens``, which would change the shared ClipModel.
-    The class token is dropped; tokens are at the tower width ``out_dim``.
+    Uses open_clip's ``forward_intermediates`` (native ViT, timm and ModifiedResNet towers have
+    it) rather than flipping ``visual.output_tokens``, which would change the shared ClipModel.
+    The class token is dropped; tokens are at the tower width ``out_dim``. A ResNet tower gives
+    its last stage's feature map instead, one token per position (2 x 2 at 64 px).
     """
 
     def __init__(self, clip: ClipModel):
         super().__init__(clip, normalize=False)
+        self.grid = isinstance(self.visual, ModifiedResNet)  # intermediates only as NCHW
         device, was_training = next(self.visual.parameters()).device, self.visual.training
         self.visual.eval()  # patch dropout (train mode) would change the token count
         with torch.no_grad():
@@ -144,9 +147,10 @@ class ImageTokenEncoder(_ResizeNormalize):
             indices=1,
             normalize_intermediates=True,
             intermediates_only=True,
-            output_fmt="NLC",
+            output_fmt="NCHW" if self.grid else "NLC",
         )
-        return out["image_intermediates"][-1]
+        tokens = out["image_intermediates"][-1]
+        return tokens.flatten(2).transpose(1, 2) if self.grid else tokens
 
 
 class TextTokenEncoder(nn.Module):
