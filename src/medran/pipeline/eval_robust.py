@@ -49,12 +49,16 @@ class Level:
     """What every evaluated model of one level shares."""
 
     params: EvalRobustParams
-    name: str  # the level's folder and stage key
-    stage: str  # eval_robust@<level>, also the MLflow run name
+    level: float
     clip: ClipModel
     device: str
     inputs: dict[str, Path]  # declared to MLflow (plus each model's own folder)
     experiment: str
+
+    @property
+    def stage(self) -> str:
+        """``eval_robust@<level>``, also the MLflow run name."""
+        return stage_id("eval_robust", self.level)
 
 
 def run(params: Params, *, paths: EvalRobustPaths, level: float) -> dict[str, float]:
@@ -72,15 +76,7 @@ def run(params: Params, *, paths: EvalRobustPaths, level: float) -> dict[str, fl
     clip.model.to(device)
     prepared = paths.data / layout.PREPARED
     inputs = {"prepared": prepared, "pretrain": paths.pretrain}
-    ctx = Level(
-        section,
-        layout.level_name(level),
-        stage_id("eval_robust", level),
-        clip,
-        device,
-        inputs,
-        params.experiment,
-    )
+    ctx = Level(section, level, clip, device, inputs, params.experiment)
 
     metrics: dict[str, float] = {}
     for task_name in tasks:
@@ -118,7 +114,7 @@ def evaluate_logged(
     """Robust metrics of one model, as one MLflow run tagged with the run that trained it."""
     config = read_config(folder)
     tags = {
-        "noise_level": ctx.name,
+        "noise_level": layout.level_name(ctx.level),
         "task": config.task,
         "method": config.method,
         "seed": config.seed,

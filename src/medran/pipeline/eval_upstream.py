@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from medran import layout
 from medran.contracts import (
     PIXEL_PROBE_AUROC,
@@ -30,7 +32,7 @@ from medran.evaluation.retrieval import (
 )
 from medran.models.factory import ClipModel, load_local_dir
 from medran.params import EvalUpstreamParams, Params
-from medran.tasks import make_task
+from medran.tasks import Split, make_task
 from medran.tracking import stage_run
 from medran.training.data import load_images
 
@@ -42,8 +44,6 @@ def run(params: Params, *, paths: EvalUpstreamPaths, level: float) -> dict[str, 
     prepared = paths.data / layout.PREPARED
     upstream = read_manifest(prepared, "upstream")
     upstream = upstream[upstream["split"] == "test"]
-    cls = read_manifest(prepared, "cls")
-    cls = cls[cls["split"] == "test"]
     classes = sorted(
         {label for labels in read_manifest(prepared, "cls")["labels"] for label in labels}
     )
@@ -57,38 +57,49 @@ def run(params: Params, *, paths: EvalUpstreamPaths, level: float) -> dict[str, 
         metrics = recall_at_k(image_features @ text_features.T, p.recall_at)
         metrics["mean_recall"] = sum(metrics.values()) / len(metrics)
 
-        cls_images = load_images([prepared / x for x in cls["image_path"]], clip.image_size)
-        cls_features = encode_images(clip, cls_images, p.batch_size)
+        chest = chest_features(clip, prepared, params.finetune.cls.multi_label, p.batch_size)
+        test, test_features = chest["test"]
         metrics[ZERO_SHOT_ACCURACY] = zero_shot_accuracy(
-            clip, cls_features, list(cls["labels"]), classes, p.prompts, p.batch_size
+            clip, test_features, list(test.rows["labels"]), classes, p.prompts, p.batch_size
         )
         metrics["n_retrieval_pairs"] = len(upstream)
-        metrics["n_zero_shot_images"] = len(cls)
-        metrics |= probe_metrics(clip, prepared, params.finetune.cls.multi_label, p)
+        metrics["n_zero_shot_images"] = len(test)
+        metrics |= probe_metrics(chest, p)
         tracker.log_metrics(metrics)
     return metrics
 
 
-def probe_metrics(
-    clip: ClipModel, prepared: Path, multi_label: bool | str, p: EvalUpstreamParams
-) -> dict[str, float]:
-    """Probe macro AUROC on the chest X-ray test split, fitted on its train split, from the
-    frozen image features and from raw pixels; labels as the ``cls`` task reads them."""
+def chest_features(
+    clip: ClipModel, prepared: Path, multi_label: bool | str, batch_size: int
+) -> dict[str, tuple[Split, torch.Tensor]]:
+    """The chest X-ray train and test splits, labels as the ``cls`` task reads them, with the
+    frozen image features of each row (encoded once for zero-shot and the probe)."""
     task = make_task("cls", prepared, multi_label=multi_label)
-    inputs = {}
+    out = {}
     for name in ("train", "test"):
         split = task.load_split(name, clip.image_size)
-        images = split.images[split.image_index]
-        features = encode_images(clip, images, p.batch_size)
-        inputs[name] = (features, pixel_features(images, p.probe.pixels), split.targets)
-    (train_z, train_px, train_y), (test_z, test_px, test_y) = inputs["train"], inputs["test"]
+        out[name] = (split, encode_images(clip, split.images, batch_size)[split.image_index])
+    return out
+
+
+def probe_metrics(
+    chest: dict[str, tuple[Split, torch.Tensor]], p: EvalUpstreamParams
+) -> dict[str, float]:
+    """Probe macro AUROC on the chest X-ray test split, fitted on its train split, from the
+    frozen image features and from raw pixels."""
+    (train, train_z), (test, test_z) = chest["train"], chest["test"]
+
+    def auroc(train_x: torch.Tensor, test_x: torch.Tensor) -> float:
+        return probe_auroc(
+            (train_x, train.targets), (test_x, test.targets), p.probe.l2, p.probe.max_iter
+        )
+
+    def pixels(split: Split) -> torch.Tensor:
+        return pixel_features(split.images[split.image_index], p.probe.pixels)
+
     return {
-        PROBE_AUROC: probe_auroc(
-            (train_z, train_y), (test_z, test_y), p.probe.l2, p.probe.max_iter
-        ),
-        PIXEL_PROBE_AUROC: probe_auroc(
-            (train_px, train_y), (test_px, test_y), p.probe.l2, p.probe.max_iter
-        ),
-        "n_probe_train": float(len(train_y)),
-        "n_probe_test": float(len(test_y)),
+        PROBE_AUROC: auroc(train_z, test_z),
+        PIXEL_PROBE_AUROC: auroc(pixels(train), pixels(test)),
+        "n_probe_train": float(len(train)),
+        "n_probe_test": float(len(test)),
     }
