@@ -84,6 +84,11 @@ def run_stage(stage: str, argv: list[str] | None = None) -> dict[str, Any]:
         from medran.launch import relaunch
 
         relaunch(params.pretrain.num_processes, params.pretrain.mixed_precision)
+    return execute(stage, params, paths, **keys)
+
+
+def execute(stage: str, params: Params, paths: Any, **keys: Any) -> dict[str, Any]:
+    """Run ``stage`` on checked params and write its metrics to ``paths.metrics``."""
     module = importlib.import_module(f"medran.pipeline.{stage}")
     try:
         metrics = module.run(params, paths=paths, **keys)

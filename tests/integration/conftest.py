@@ -11,9 +11,8 @@ import pytest
 from medran import layout
 from medran.contracts import PrepareDataPaths, SynthesizePaths, ValidateDataPaths
 from medran.params import Params
-from medran.pipeline import prepare_data, synthesize, validate_data
-from medran.quality.gx import QualityGateError
-from medran.runner import write_metrics
+from medran.pipeline import prepare_data, synthesize
+from medran.runner import execute
 from tests.helpers import project_params
 
 # Changes to params.yaml's synthesize section: a small corpus.
@@ -56,13 +55,7 @@ def run_gate(gate: str, data_root: Path, out: Path, params: Params) -> dict[str,
     """A data-quality gate as the runner runs it: Data Docs in ``out/docs`` and its report
     written to ``out/result.json`` whether or not it passes (``medran.runner.run_stage``)."""
     paths = ValidateDataPaths(data=data_root, docs=out / "docs", metrics=out / "result.json")
-    try:
-        report = validate_data.run(params, paths=paths, gate=gate)
-    except QualityGateError as e:
-        write_metrics(paths.metrics, e.metrics)
-        raise
-    write_metrics(paths.metrics, report)
-    return report
+    return execute("validate_data", params, paths, gate=gate)
 
 
 @pytest.fixture(scope="session")
