@@ -77,6 +77,20 @@ def metrics_path(
     return folder / "metrics.json"
 
 
+OUTCOMES_FILE = "outcomes.npz"
+
+
+def outcomes_path(
+    stage: str,
+    level: float,
+    task: str | None = None,
+    method: str | None = None,
+    reports: Path = REPORTS,
+) -> Path:
+    """Per-example outcomes beside a stage's metrics (``finetune``, ``eval_robust``)."""
+    return metrics_path(stage, level, task, method, reports).with_name(OUTCOMES_FILE)
+
+
 def gate_result_path(gate: str, reports: Path = REPORTS) -> Path:
     """A gate's ``result.json`` (its DVC metric); its Data Docs go beside it in ``docs/``."""
     return Path(reports) / "data_quality" / gate / "result.json"
@@ -90,6 +104,12 @@ ZERO_SHOT_ACCURACY = "zero_shot_accuracy"
 PROBE_AUROC = "probe_auroc"  # linear probe of the frozen image features, chest X-ray test split
 PIXEL_PROBE_AUROC = "pixel_probe_auroc"  # the same probe on raw pixels: the bar to clear
 GRADIENT_MASKING = "gradient_masking_suspected"
+# VQA: right with another example's image, i.e. from the question alone; the image's worth is
+# the clean accuracy minus this.
+BLIND_ACCURACY = "blind_accuracy"
+# The trivial baseline on the test split: majority label set (cls), per-question majority
+# answer (vqa).
+PRIOR_ACCURACY = "prior_accuracy"
 
 
 def robust_accuracy_key(eps: float) -> str:
@@ -237,6 +257,7 @@ class FinetunePaths:
     out: Path  # one seed-<seed>/ folder per seed
     cache: Path  # content-addressed encoder features, shared by the stages
     metrics: Path
+    outcomes: Path  # per test example and seed (npz): the report's confidence intervals
 
 
 @dataclass(frozen=True)
@@ -245,6 +266,7 @@ class EvalRobustPaths:
     pretrain: Path  # pretrain@<level>'s model
     finetune: Path  # the level's fine-tuned models, <task>-<method>/seed-<seed>/
     metrics: Path
+    outcomes: Path  # per attacked example, model and seed (npz): the report's intervals
 
 
 @dataclass(frozen=True)
@@ -255,6 +277,7 @@ class ReportPaths:
     figures: Path  # folder of PNGs
     plots: Path  # folder of plot data for dvc plots
     metrics: Path
+    claims: Path  # the paper's claims with their verdicts (a DVC metric)
     benchmarks: Path | None = None  # the run-budget file, read when it exists
     lock: Path = Path("dvc.lock")  # its md5 tags the MLflow run
 

@@ -7,11 +7,13 @@ stage could read, and never destroys the previous one.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -56,3 +58,10 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Indented, sorted JSON (stable diffs for ``dvc metrics``); NaN is refused, not written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from medran import layout
+from medran import layout, names
 from medran.contracts import PrepareDataPaths, SynthesizePaths, ValidateDataPaths
 from medran.params import Params
 from medran.pipeline import prepare_data, synthesize
@@ -24,6 +24,9 @@ SMALL = {
     "n_vqa_images": 15,
 }
 
+
+# A small corpus keeps most rows for training, so every label is seen there.
+FRACTIONS = {role: {"train": 0.8, "val": 0.1, "test": 0.1} for role in names.ROLES}
 
 # The synthetic corpus' layouts, relative to a data root that holds ``raw/``.
 SOURCES = {
@@ -42,7 +45,7 @@ def make_data_root(root: Path, synth: dict[str, Any] = SMALL, image_size: int = 
     params = project_params(
         seed=0,
         synthesize=synth,
-        prepare_data={"image_size": image_size, "sources": SOURCES},
+        prepare_data={"image_size": image_size, "sources": SOURCES, "split_fractions": FRACTIONS},
     )
     synthesize.run(params, paths=SynthesizePaths(out=root / "raw", metrics=root / "unused.json"))
     with contextlib.chdir(root):

@@ -129,7 +129,7 @@ def test_sixteen_bit_and_non_square_images_become_square_rgb(tmp_path: Path) -> 
 
 def test_group_splits_are_exact_and_seeded() -> None:
     groups = pd.Series([f"p{i // 2}" for i in range(200)])
-    fractions = params().prepare_data.split_fractions
+    fractions = params().prepare_data.split_fractions["upstream"]
     first = prepare_data.assign_splits(groups, fractions, seed=0)
     assert first.value_counts().to_dict() == {"train": 160, "val": 20, "test": 20}
     assert first.equals(prepare_data.assign_splits(groups, fractions, seed=0))

@@ -55,14 +55,47 @@ def write_json(path: Path, content: object) -> None:
     path.write_text(json.dumps(content))
 
 
+N = 100  # test examples, all of them attacked
+
+
+def right(value: float) -> np.ndarray:
+    """Per example of ``N``: the first ``round(value * N)`` right (0/1)."""
+    return (np.arange(N) < round(value * N)).astype(np.uint8)
+
+
+def write_outcomes(reports: Path, level: str) -> None:
+    """The per-example outcomes behind the metrics of every model of ``level``: the test
+    split (finetune) and the attacked examples (eval_robust), the same N examples."""
+    rng = np.random.default_rng(0)
+    robust: dict[str, np.ndarray] = {}
+    for task in EXPECTED.tasks:
+        robust[f"{task}.rows"] = np.array([f"{task}{i}" for i in range(N)])
+        for method in EXPECTED.methods:
+            clean = np.stack([right(accuracy(float(level), method, s)) for s in EXPECTED.seeds])
+            arrays = {"correct": clean, "prior": right(0.3), "rows": robust[f"{task}.rows"]}
+            arrays["blind"] = np.stack([right(0.3)] * 2)
+            if task == "cls":
+                truth = rng.integers(0, 2, size=(N, 3)).astype(np.uint8)
+                arrays |= {"truth": truth, "scores": np.stack([truth * 0.6 + 0.2] * 2)}
+            path = reports / "finetune" / level / f"{task}-{method}" / "outcomes.npz"
+            np.savez(path, **arrays)
+            model = {"clean_accuracy": clean, "blind_accuracy": np.stack([right(0.3)] * 2)}
+            for e in EXPECTED.eps:
+                model[f"robust_accuracy_eps{e:g}"] = np.stack(
+                    [right(accuracy(float(level), method, s, e)) for s in EXPECTED.seeds]
+                )
+            robust |= {f"{task}.{method}.{k}": v for k, v in model.items()}
+    np.savez(reports / "eval_robust" / level / "outcomes.npz", **robust)
+
+
 def robust_metrics(level: float, task: str, method: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for seed in EXPECTED.seeds:
-        values = {"n": 16.0, "clean_accuracy": accuracy(level, method, seed)}
+        values = {"n": float(N), "clean_accuracy": accuracy(level, method, seed)}
         values |= {
             f"robust_accuracy_eps{e:g}": accuracy(level, method, seed, e) for e in EXPECTED.eps
         }
-        values |= {"check_monotonic": 1.0, "check_near_zero_at_large_eps": float(method != "lp")}
+        values |= {"check_near_zero_at_large_eps": float(method != "lp")}
         values["gradient_masking_suspected"] = float(method == "lp")
         out |= {f"{task}.{method}.seed-{seed}.{k}": v for k, v in values.items()}
     for key in values:
@@ -96,6 +129,7 @@ def make_tree(root: Path) -> tuple[Path, Path]:
                 write_json(path, finetune | {"test.accuracy_std": 0.01})
                 robust |= robust_metrics(float(level), task, method)
         write_json(reports / "eval_robust" / level / "metrics.json", robust)
+        write_outcomes(reports, level)
     attack = {"attacked": 48, "success_rate": 0.9, "cos_target_mean": 0.7, "linf_mean": 7.5}
     write_json(
         reports / "attack_images" / "metrics.json", attack | {"linf_max": 8, "psnr_mean": 38.0}
@@ -146,13 +180,15 @@ def paths_for(root: Path, reports: Path, data: Path) -> ReportPaths:
         figures=reports / "figures",
         plots=reports / "report",
         metrics=reports / "report" / "metrics.json",
+        claims=reports / "report" / "claims.json",
     )
 
 
-def table_rows(summary: str, task: str) -> list[list[str]]:
-    """The cells of the downstream table of ``task``."""
+def table(summary: str, task: str) -> list[dict[str, str]]:
+    """The rows of the downstream table of ``task``, as column -> cell."""
     section = summary.split(f"## Downstream: {task}\n\n")[1].split("\n\n")[0]
-    return [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()[2:]]
+    lines = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()]
+    return [dict(zip(lines[0], cells, strict=True)) for cells in lines[2:]]
 
 
 def report_runs() -> pd.DataFrame:
@@ -172,17 +208,30 @@ def test_full_tree_gives_tables_figures_plot_data_and_a_tagged_run(
     summary = paths.summary.read_text()
     assert "None: every expected stage has its metrics" in summary
     for task in EXPECTED.tasks:
-        rows = table_rows(summary, task)
-        assert [(r[0], r[1].strip("*")) for r in rows] == [
+        baseline, *rows = table(summary, task)
+        # The trivial baseline first: 30 of the 100 test examples, with its 95% interval.
+        assert baseline["noise level"] == "all"
+        assert baseline["clean accuracy"] == "0.300 [0.220, 0.390]"
+        assert [(r["noise level"], r["method"].strip("*")) for r in rows] == [
             (level, method) for level in EXPECTED.level_names for method in EXPECTED.methods
         ]
-        # ran resists the attack, so it is the bold one at every level; seeds spread by 0.01.
-        ran_00 = rows[1]
-        assert (
-            ran_00[1] == "**ran**" and ran_00[5].startswith("**") and ran_00[2] == "0.890 ± 0.010"
-        )
-        assert rows[0][1] == "lp" and rows[0][6] == "suspected (near_zero_at_large_eps)"
-        assert ran_00[6] == "ok"
+        # ran resists the attack, so it is the bold one at every level; each number comes with
+        # its bootstrap interval over the 100 examples and 2 seeds.
+        lp_00, ran_00 = rows[:2]
+        assert ran_00["method"] == "**ran**" and ran_00["robust @ 8/255"].startswith("**")
+        assert ran_00["clean accuracy"] == "0.890 [0.820, 0.950]"
+        assert lp_00["gradient masking"] == "suspected (near_zero_at_large_eps)"
+        assert ran_00["gradient masking"] == "ok"
+        # Blind: 30 of 100 right with another image; image gain 0.89 - 0.30.
+        assert lp_00["blind accuracy"] == "0.300 [0.210, 0.390]"
+        assert lp_00["image gain"] == "0.590 [0.500, 0.690]"
+        assert lp_00["image reliance"] == "uses the image"
+    # Macro AUROC of scores that separate the labels.
+    assert table(summary, "cls")[1]["macro AUROC"] == "1.000 [1.000, 1.000]"
+    claims = json.loads(paths.claims.read_text())
+    assert claims["a"]["verdict"] == "not testable"  # no level between 0 and 0.5
+    assert claims["b"]["verdict"] == "supported"  # 0.89 -> 0.79 clean, on 100 examples
+    assert "## Claims" in summary and "| (b) |" in summary
     assert "largest configured eps, 8/255" in summary
     assert "| 0.5 | 48 / 96 | 2.500 | 0.100 | 0.500 | 0.100 | 0.500 | 0.400 |" in summary
     assert "| adversarial | **FAIL** | 12 | 1 |" in summary
@@ -210,7 +259,8 @@ def test_full_tree_gives_tables_figures_plot_data_and_a_tagged_run(
     assert run["metrics.complete"] == 1.0
     client = mlflow.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(run["run_id"])}
-    assert {"summary.md", "figures", "plots"} <= artifacts
+    assert {"summary.md", "claims.json", "figures", "plots"} <= artifacts
+    assert run["metrics.claim_b.supported"] == 1.0
     figures = {a.path for a in client.list_artifacts(run["run_id"], "figures")}
     assert "figures/attack_examples.png" in figures and len(figures) == len(pngs)
 
@@ -251,10 +301,11 @@ def test_missing_metrics_and_failed_runs_are_named_and_shown_as_dashes(
     assert "`attack_images`: no attack figures: " in problems and "manifest.parquet" in problems
     assert not (paths.figures / "attack_examples.png").exists()
     assert "pretrain@0.0" not in problems
-    vqa_ran_05 = table_rows(summary, "vqa")[3]
-    assert vqa_ran_05[:3] == ["0.5", "**ran**", "—"]  # robust accuracy is there, clean is not
-    cls_lp_05 = table_rows(summary, "cls")[2]
-    assert cls_lp_05[5] == "—" and cls_lp_05[4] != "—"
+    vqa_ran_05 = table(summary, "vqa")[4]
+    assert (vqa_ran_05["noise level"], vqa_ran_05["method"]) == ("0.5", "**ran**")
+    assert vqa_ran_05["clean accuracy"] == "—"  # robust accuracy is there, clean is not
+    cls_lp_05 = table(summary, "cls")[3]
+    assert cls_lp_05["robust @ 8/255"] == "—" and cls_lp_05["robust @ 2/255"] != "—"
     assert "| 0.0 | 0 / 96 | 2.500 | — | — | — | — | — |" in summary
     assert report_runs().iloc[0]["status"] == "FINISHED"  # not strict: the report succeeds
 
@@ -271,7 +322,8 @@ def stage_command(root: Path, params: dict, *extra: str) -> subprocess.Completed
     ]
     command += ["--summary", "reports/summary.md"]
     command += ["--figures", "reports/figures", "--plots", "reports/report"]
-    command += ["--metrics", "reports/report/metrics.json", *extra]
+    command += ["--metrics", "reports/report/metrics.json"]
+    command += ["--claims", "reports/report/claims.json", *extra]
     return subprocess.run(
         command, cwd=root, env=os.environ, capture_output=True, text=True, check=False
     )

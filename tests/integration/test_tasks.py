@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -258,3 +259,32 @@ def test_vqa_on_a_resnet_tower_attends_over_its_feature_map(prepared: Path) -> N
     loss = task.loss_fn(model.train()(images, batch["context"]), batch["targets"])
     loss.backward()
     assert torch.isfinite(loss) and images.grad.abs().sum() > 0
+
+
+def test_trivial_baselines_answer_without_the_image(prepared: Path) -> None:
+    cls = ClsTask(prepared)
+    test = cls.rows("test")
+    # The majority label set of the training split (any of them, on a tie), for every row.
+    counts = Counter(frozenset(cls._labels(v)) for v in cls.train_rows["labels"])
+    top = max(counts.values())
+    answers = [frozenset(cls._labels(v)) for v in test["labels"]]
+    assert any(
+        cls.prior_correct(test).tolist() == [int(a == label_set) for a in answers]
+        for label_set, count in counts.items()
+        if count == top
+    )
+    assert 0 < cls.prior_correct(test).mean() < 1
+
+    vqa = VqaTask(prepared)
+    test = vqa.rows("test")
+    # Each question's most frequent training answer; unseen questions: the overall one.
+    train = vqa.train_rows.assign(answer=vqa.train_rows["answer"].str.strip().str.lower())
+    by_question = train.groupby("question")["answer"].agg(lambda a: a.mode().iloc[0])
+    guess = [by_question.get(q, train["answer"].mode().iloc[0]) for q in test["question"]]
+    truth = test["answer"].str.strip().str.lower().tolist()
+    assert vqa.prior_correct(test).tolist() == [
+        int(g == t) for g, t in zip(guess, truth, strict=True)
+    ]
+    # Knowing the question beats knowing nothing: the per-question prior is not the majority.
+    overall = train["answer"].mode().iloc[0]
+    assert vqa.prior_correct(test).mean() > sum(t == overall for t in truth) / len(truth)

@@ -23,18 +23,32 @@ TASKS, METHODS = PARAMS["finetune"]["tasks"], PARAMS["finetune"]["methods"]
 CHROMIUM = Path("/usr/bin/chromium")
 
 
+INTERVAL = r"-?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]"
+VERDICTS = ("supported", "contradicted", "inconclusive", "not testable")
+
+
 def test_summary_has_a_row_per_level_and_method_and_valid_figures(built_repo: Repo) -> None:
     summary = (built_repo.path / "reports" / "summary.md").read_text()
     assert "None: every expected stage has its metrics and no run failed." in summary
     for task in TASKS:
         section = summary.split(f"## Downstream: {task}\n\n")[1].split("\n\n")[0]
         rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()]
-        assert [(r[0], r[1].strip("*")) for r in rows[2:]] == [
+        baseline, models = rows[2], rows[3:]  # the trivial baseline first
+        assert baseline[0] == "all" and re.fullmatch(INTERVAL, baseline[2])
+        assert [(r[0], r[1].strip("*")) for r in models] == [
             (level, method) for level in LEVELS for method in METHODS
         ]
-        assert all(re.fullmatch(r"\**\d\.\d{3}\**", cell) for r in rows[2:] for cell in r[2:-1])
+        # Every number with its 95% interval: clean, blind, image gain, robust at each eps.
+        numbers = [cell for r in models for cell in r[2:-2] if cell != "—"]
+        assert len(numbers) >= len(models) * 5
+        assert all(re.fullmatch(rf"\**{INTERVAL}\**", cell) for cell in numbers), numbers
     metrics = json.loads((built_repo.path / "reports" / "report" / "metrics.json").read_text())
     assert metrics["complete"] == 1.0
+    claims = json.loads((built_repo.path / "reports" / "report" / "claims.json").read_text())
+    assert sorted(claims) == ["a", "b", "c"]
+    assert claims["a"]["verdict"] == "not testable"  # no level between the two of CI scale
+    assert all(c["verdict"] in VERDICTS for c in claims.values())
+    assert "## Claims" in summary
     figures = sorted((built_repo.path / "reports" / "figures").glob("*.png"))
     names = {p.name for p in figures}
     assert {f"accuracy_vs_noise_{t}.png" for t in TASKS} | {"attack_examples.png"} <= names

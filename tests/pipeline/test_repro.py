@@ -94,7 +94,8 @@ def test_param_changes_touch_only_their_own_stages(repo_copy: Repo) -> None:
     ]
     for section, key, value, expected in cases:
         assert directly_changed(repo_copy, changed(repo_copy, section, key, value)) == expected, key
-    fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
+    fractions = repo_copy.params()["prepare_data"]["split_fractions"]
+    fractions["vqa"] = {"train": 0.7, "val": 0.15, "test": 0.15}
     split_change = changed(repo_copy, "prepare_data", "split_fractions", fractions)
     assert directly_changed(repo_copy, split_change) == {"prepare_data"}
     # A method's weight reruns that method's stages only, at every level and task.

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from medran.tasks.cls import _f1, auroc
+from medran.evaluation.auroc import auroc
+from medran.tasks.cls import _f1
 
 
 @pytest.mark.parametrize("seed", range(5))

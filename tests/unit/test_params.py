@@ -51,7 +51,16 @@ def test_project_params_load() -> None:
             r"rocov2_csv' reads captions data; vqa needs one of \['slake_json', 'vqarad_json'\]",
         ),
         ("prepare_data.sources.upstream.path", "../elsewhere", r"must be relative .* inside it"),
-        ("prepare_data.split_fractions.train", 0.5, r"must be 1\.0, got 0\.7"),
+        (
+            "prepare_data.split_fractions.cls",
+            {"train": 0.9, "val": 0.1, "test": 0.3},
+            r"split_fractions\.cls = .*must be 1\.0, got 1\.3",
+        ),
+        (
+            "prepare_data.split_fractions.atlas",
+            {"train": 0.8, "val": 0.1, "test": 0.1},
+            r"split_fractions must name exactly .*unknown \['atlas'\]",
+        ),
     ],
 )
 def test_bad_values_are_named(path: str, value: object, expected: str) -> None:

@@ -215,30 +215,42 @@ def test_masking_checks_fire_on_a_quantising_model(model: nn.Module, test_set: t
     assert report.robust_accuracy[8] == report.clean_accuracy  # the attack never moved
 
 
-def test_each_check_fires_on_its_own_symptom() -> None:
-    eps = [1.0, 8.0, 32.0]
+def first(k: int, n: int = 100) -> torch.Tensor:
+    """Per example of ``n``: the first ``k`` right."""
+    return torch.arange(n) < k
 
+
+def tally(
+    pgd_right: list[int], fgsm_right: list[int], blind: int = 0, context: bool = False
+) -> robust._Tally:
+    """100 examples, 90 right on clean; how many stay right per eps (1, 8, 32)."""
+    eps = [1.0, 8.0, 32.0]
+    return robust._Tally(
+        first(90),
+        {e: first(k) for e, k in zip(eps, pgd_right, strict=True)},
+        {e: first(k) for e, k in zip(eps, fgsm_right, strict=True)},
+        first(blind),
+        context,
+    )
+
+
+def test_each_check_fires_on_its_own_symptom() -> None:
     def checks(pgd_right: list[int], fgsm_right: list[int]) -> dict[str, bool]:
-        """100 examples, 90 right on clean; counts still right per eps."""
-        pgd_counts = dict(zip(eps, pgd_right, strict=True))
-        fgsm_counts = dict(zip(eps, fgsm_right, strict=True))
-        return robust._report(robust._Tally(100, 90, pgd_counts, fgsm_counts), settings()).checks
+        return robust._report(tally(pgd_right, fgsm_right), settings()).checks
 
     assert all(checks([80, 40, 0], [85, 50, 5]).values())
-    assert not checks([40, 80, 0], [85, 85, 5])["monotonic"]
     assert not checks([80, 40, 30], [85, 50, 40])["near_zero_at_large_eps"]
     assert not checks([80, 40, 0], [60, 30, 0])["pgd_at_least_fgsm"]
     # With a question the attack cannot touch, "near zero" is near the image-blind accuracy.
-    tally = robust._Tally(
-        100,
-        90,
-        dict(zip(eps, [80, 40, 30], strict=True)),
-        dict(zip(eps, [85, 50, 40], strict=True)),
-        blind=30,  # 0.3 of the examples
-    )
-    with_blind = robust._report(tally, settings())
+    with_blind = robust._report(tally([80, 40, 30], [85, 50, 40], 30, context=True), settings())
     assert with_blind.checks["near_zero_at_large_eps"]
+    # Without one, the blind accuracy excuses nothing.
+    without = robust._report(tally([80, 40, 30], [85, 50, 40], 30), settings())
+    assert not without.checks["near_zero_at_large_eps"]
     assert with_blind.as_metrics()["blind_accuracy"] == 0.3
+    # Every example's outcome is kept, under the metrics' keys, for the report's intervals.
+    assert with_blind.outcomes["robust_accuracy_eps8"].sum() == 40
+    assert with_blind.outcomes["clean_accuracy"].tolist() == [1] * 90 + [0] * 10
 
 
 def test_non_positive_eps_fails_before_any_work() -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from medran.params import ParamsError, parse_params
+from medran.params import BootstrapParams, ParamsError, parse_params
 from medran.reporting import plot_data, tables
 from medran.reporting.inputs import Expected, Problem, read_metrics
+from medran.reporting.intervals import Intervals, ignores_image
+from medran.reporting.outcomes import ModelOutcomes
 from medran.reporting.results import MISSING, Downstream, Stat, best_methods, stat
 from tests.unit.test_params import with_change
 
@@ -67,10 +71,47 @@ def test_best_method_is_per_level_counts_ties_and_ignores_missing() -> None:
         ("0.0", "cls", "advft"),
         ("0.5", "cls", "ran"),
     }
-    table = tables.downstream_table("cls", rows, EXPECTED, best_methods(rows, 8.0), 2)
-    assert "| 0.5 | lp | — | — | — | — | ok |" in table
-    assert "| 0.0 | **advft** | 0.60 | 0.60 | 0.60 | **0.60** | ok |" in table
-    assert "| 0.3 | ran | 0.00 | 0.00 | 0.00 | 0.00 | ok |" in table
+    table = tables.downstream_table("cls", rows, EXPECTED, best_methods(rows, 8.0), None, 2)
+    assert "| 0.5 | lp | — | — | — | — | — | — | — | — | ok | — |" in table
+    assert "| 0.0 | **advft** | 0.60 | — | — | — | — | 0.60 | 0.60 | **0.60** | ok | — |" in table
+    assert "| 0.3 | ran | 0.00 | — | — | — | — | 0.00 | 0.00 | 0.00 | ok | — |" in table
+
+
+def vqa_outcomes(robust: float, blind: float, n: int = 400) -> ModelOutcomes:
+    """3 seeds, ``n`` examples: the first ``robust`` of them right under attack, and a
+    different first ``blind`` share right with another example's image."""
+
+    def first(share: float) -> np.ndarray:
+        return np.tile(np.arange(n) < round(share * n), (3, 1)).astype(np.uint8)
+
+    return ModelOutcomes(
+        task="vqa",
+        clean=first(0.7),
+        attacked_clean=first(0.7),
+        robust={8.0: first(robust)},
+        blind=first(blind),
+        test_blind=first(blind),
+    )
+
+
+def test_a_model_robust_by_ignoring_the_image_is_flagged_and_never_best() -> None:
+    intervals = Intervals(BootstrapParams(samples=300, seed=0))
+    # Robust accuracy no higher than what the question alone answers: flagged.
+    assert ignores_image(intervals, vqa_outcomes(robust=0.31, blind=0.31), 8.0)
+    assert ignores_image(intervals, vqa_outcomes(robust=0.30, blind=0.32), 8.0)
+    # Clearly above it (0.1 on 400 examples is many intervals wide): not flagged.
+    assert not ignores_image(intervals, vqa_outcomes(robust=0.45, blind=0.35), 8.0)
+    # Not robust at all: nothing to explain.
+    assert not ignores_image(intervals, vqa_outcomes(robust=0.0, blind=0.3), 8.0)
+    # No blind measurement (classification): unknown.
+    no_blind = replace(vqa_outcomes(0.4, 0.3), blind=None)
+    assert ignores_image(intervals, no_blind, 8.0) is None
+    # The flagged model has the highest robust accuracy, yet the one that uses the image wins.
+    blind_ran = replace(row("0.0", "ran", 0.31), task="vqa", ignores_image=True)
+    seeing_lp = replace(row("0.0", "lp", 0.2), task="vqa", ignores_image=False)
+    assert best_methods([blind_ran, seeing_lp], 8.0) == {("0.0", "vqa", "lp")}
+    table = tables.downstream_table("vqa", [blind_ran, seeing_lp], EXPECTED, set(), None, 2)
+    assert "| 0.0 | ran | 0.31 | — | — | 0.31 | 0.31 | 0.31 | ok | **ignores the image** |" in table
 
 
 def test_problems_are_grouped_by_stage_without_repeats() -> None:

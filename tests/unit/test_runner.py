@@ -47,6 +47,7 @@ def _stage(tmp_path: Path, stage: str, *args: str) -> subprocess.CompletedProces
 
 def test_a_level_not_in_params_fails_fast_and_cleanly(tmp_path: Path) -> None:
     flags = ["--data", "d", "--pretrain", "p", "--out", "o", "--cache", "c", "--metrics", "m"]
+    flags += ["--outcomes", "e"]
     result = _stage(tmp_path, "finetune", "0.4", "cls", "ran", *flags)
     assert result.returncode == 2
     assert "finetune: error: noise level 0.4 is not in noise_levels" in result.stderr
@@ -56,6 +57,7 @@ def test_a_level_not_in_params_fails_fast_and_cleanly(tmp_path: Path) -> None:
 
 def test_a_method_the_params_do_not_run_is_named(tmp_path: Path) -> None:
     flags = ["--data", "d", "--pretrain", "p", "--out", "o", "--cache", "c", "--metrics", "m"]
+    flags += ["--outcomes", "e"]
     result = _stage(tmp_path, "finetune", "0.0", "cls", "lora", *flags)
     assert result.returncode == 2
     assert "unknown method ['lora']; valid methods: ['advft', 'lp'" in result.stderr

@@ -5,7 +5,7 @@ The probe is L2-regularised logistic regression on standardised features, fitted
 with L-BFGS in float64, so it is deterministic and needs no learning rate: softmax over the
 classes for a multi-class task, one sigmoid per label for a multi-label one. AUROC is
 one-vs-rest per class, averaged over the classes whose test labels hold both values
-(``medran.tasks.cls.macro_auroc``).
+(``medran.evaluation.auroc.macro_auroc``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from medran.data.errors import DataError
-from medran.tasks.cls import macro_auroc
+from medran.evaluation.auroc import macro_auroc
 
 
 def pixel_features(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -28,7 +28,12 @@ from medran.params.data import (
     TrainSurrogateParams,
     ValidateDataParams,
 )
-from medran.params.evaluation import EvalRobustParams, ReportParams
+from medran.params.evaluation import (
+    BootstrapParams,
+    ClaimsParams,
+    EvalRobustParams,
+    ReportParams,
+)
 from medran.params.finetune import (
     AdvFTParams,
     AttackParams,
@@ -154,8 +159,10 @@ __all__ = [
     "AttackCaptionsParams",
     "AttackImagesParams",
     "AttackParams",
+    "BootstrapParams",
     "BuildNoisyParams",
     "CaptionerParams",
+    "ClaimsParams",
     "ClsTaskParams",
     "CoAttentionParams",
     "EvalRobustParams",

@@ -76,20 +76,23 @@ class PrepareDataParams(Section):
     image_size: int = Field(ge=16, le=1024)
     # "group": hash group ids into splits; "source": keep the splits the source ships with.
     split_strategy: Literal["group", "source"]
-    split_fractions: SplitFractions
+    # Per role: the downstream test splits are sized for statistical power, the upstream
+    # corpus keeps most pairs for pre-training.
+    split_fractions: dict[str, SplitFractions]
     sources: dict[str, SourceSpec]
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fraction_roles(cls, value: dict[str, SplitFractions]) -> dict[str, SplitFractions]:
+        _check_roles("split_fractions", value)
+        return value
 
     @field_validator("sources")
     @classmethod
     def _roles(cls, value: dict[str, SourceSpec]) -> dict[str, SourceSpec]:
         from medran.data.readers import READERS
 
-        missing = sorted(set(ROLES) - set(value))
-        unknown = sorted(set(value) - set(ROLES))
-        if missing or unknown:
-            raise ValueError(
-                f"sources must name exactly {list(ROLES)}; missing {missing}, unknown {unknown}"
-            )
+        _check_roles("sources", value)
         for role, spec in value.items():
             kind = READERS[spec.format].kind
             if kind != ROLE_KIND[role]:
@@ -99,6 +102,14 @@ class PrepareDataParams(Section):
                     f"{role} needs one of {fits}"
                 )
         return value
+
+
+def _check_roles(name: str, value: dict) -> None:
+    missing, unknown = sorted(set(ROLES) - set(value)), sorted(set(value) - set(ROLES))
+    if missing or unknown:
+        raise ValueError(
+            f"{name} must name exactly {list(ROLES)}; missing {missing}, unknown {unknown}"
+        )
 
 
 class ValidateDataParams(Section):

@@ -49,6 +49,20 @@ class EvalRobustParams(Section):
         return self
 
 
+class BootstrapParams(Section):
+    """Confidence intervals: percentile bootstrap over test examples and seeds (docs/study.md)."""
+
+    samples: int = Field(ge=100)
+    seed: int = Field(ge=0)
+
+
+class ClaimsParams(Section):
+    """How the paper's claims are checked (docs/study.md, "Claims")."""
+
+    eps: float = Field(gt=0.0, le=255.0)  # robust accuracy is compared at this budget (1/255)
+    max_clean_loss: float = Field(ge=0.0, le=1.0)  # claim (c): clean accuracy RAN may lose
+
+
 class ReportParams(Section):
     """The summary report of the whole pipeline (docs/architecture.md, "Report")."""
 
@@ -59,3 +73,5 @@ class ReportParams(Section):
     example_rows: int = Field(ge=1, le=16)  # attacked images in the example grid
     budget_stages: int = Field(ge=1)  # slowest stages listed in the run-budget section
     dpi: int = Field(ge=50, le=400)
+    bootstrap: BootstrapParams
+    claims: ClaimsParams

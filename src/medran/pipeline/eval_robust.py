@@ -18,6 +18,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
@@ -33,7 +34,7 @@ from medran.contracts import (
 )
 from medran.devices import pick_device
 from medran.errors import InputError
-from medran.evaluation.robust import robust_metrics
+from medran.evaluation.robust import RobustReport, robust_metrics
 from medran.evaluation.seeds import summarize_seeds
 from medran.models.factory import ClipModel, load_local_dir
 from medran.models.finetuned import load_finetuned, read_config, seed_dir
@@ -79,16 +80,20 @@ def run(params: Params, *, paths: EvalRobustPaths, level: float) -> dict[str, fl
     ctx = Level(section, level, clip, device, inputs, params.experiment)
 
     metrics: dict[str, float] = {}
+    outcomes: dict[str, np.ndarray] = {}
     for task_name in tasks:
         task = make_task(task_name, prepared, **task_options(task_name, configs, paths.finetune))
         test = task.with_context(task.load_split("test", clip.image_size), clip)
         rows = examples(len(test), section.max_examples, section.seed)
+        outcomes[f"{task_name}.rows"] = test.rows["id"].to_numpy(str)[rows]  # attacked rows
         for method in methods:
-            per_seed = {
-                seed: evaluate_logged(ctx, folders[(task_name, method, seed)], task, test, rows)
-                for seed in seeds
-            }
-            metrics |= summarize_seeds(per_seed, prefix=model_key(task_name, method, ""))
+            model = {seed: folders[(task_name, method, seed)] for seed in seeds}
+            prefix = model_key(task_name, method, "")
+            model_metrics, model_outcomes = evaluate_model(ctx, prefix, model, task, test, rows)
+            metrics |= model_metrics
+            outcomes |= model_outcomes
+    paths.outcomes.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(paths.outcomes, **outcomes)
     flags = [v for k, v in metrics.items() if k.endswith(f".{GRADIENT_MASKING}")]
     metrics[GRADIENT_MASKING] = float(max(flags))
     metrics["n_models"] = float(len(folders))
@@ -108,9 +113,23 @@ def task_options(
     return json.loads(options.pop())
 
 
+def evaluate_model(
+    ctx: Level, prefix: str, folders: dict[int, Path], task: Task, test: Split, rows: list[int]
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Every seed of one model (``folders``: seed -> its folder): the metrics combined over
+    seeds and each seed's own, and the per-example outcomes stacked (seeds, examples), all
+    under the model's ``prefix`` (``cls.ran.``)."""
+    per_seed, per_example = {}, []
+    for seed, folder in folders.items():
+        per_seed[seed], report = evaluate_logged(ctx, folder, task, test, rows)
+        per_example.append(report.outcomes)
+    outcomes = {prefix + k: np.stack([o[k] for o in per_example]) for k in per_example[0]}
+    return summarize_seeds(per_seed, prefix=prefix), outcomes
+
+
 def evaluate_logged(
     ctx: Level, folder: Path, task: Task, test: Split, rows: list[int]
-) -> dict[str, float]:
+) -> tuple[dict[str, float], RobustReport]:
     """Robust metrics of one model, as one MLflow run tagged with the run that trained it."""
     config = read_config(folder)
     tags = {
@@ -122,9 +141,9 @@ def evaluate_logged(
     }
     inputs = ctx.inputs | {"finetune": folder.parent}  # the finetune stage's output folder
     with stage_run(ctx.stage, ctx.experiment, ctx.params, inputs, tags) as tracker:
-        result = evaluate(ctx, folder, task, test, rows)
+        result, report = evaluate(ctx, folder, task, test, rows)
         tracker.log_metrics(result)
-    return result
+    return result, report
 
 
 def examples(n: int, max_examples: int, seed: int) -> list[int]:
@@ -137,7 +156,7 @@ def examples(n: int, max_examples: int, seed: int) -> list[int]:
 
 def evaluate(
     ctx: Level, folder: Path, task: Task, test: Split, rows: list[int]
-) -> dict[str, float]:
+) -> tuple[dict[str, float], RobustReport]:
     """Robust metrics of the model in ``folder`` on ``rows`` of the test split."""
     start, params = time.perf_counter(), ctx.params
     model = load_finetuned(folder, ctx.clip, task).to(ctx.device)
@@ -146,4 +165,4 @@ def evaluate(
     result = report.as_metrics()
     result["wall_time_s"] = time.perf_counter() - start
     log.info("%s: clean %.3f, robust %s", folder, report.clean_accuracy, report.robust_accuracy)
-    return result
+    return result, report

@@ -23,13 +23,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, Dataset
 
 from medran import contracts, layout
-from medran.contracts import TEST_ACCURACY, FinetunePaths, read_run_id, stage_id
+from medran.contracts import (
+    BLIND_ACCURACY,
+    PRIOR_ACCURACY,
+    TEST_ACCURACY,
+    FinetunePaths,
+    read_run_id,
+    stage_id,
+)
 from medran.data.errors import DataError
 from medran.devices import pick_device
 from medran.evaluation.seeds import summarize_seeds
@@ -86,8 +94,15 @@ def run(
     job = prepare_job(params, paths, level, task, method)
     for stale in Path(paths.out).glob("seed-*"):  # no model of an earlier run survives
         shutil.rmtree(stale)
-    per_seed = {seed: train_seed(job, seed, seed_dir(paths.out, seed)) for seed in section.seeds}
+    per_seed, outcomes = {}, []
+    for seed in section.seeds:
+        per_seed[seed], seed_outcomes = train_seed(job, seed, seed_dir(paths.out, seed))
+        outcomes.append(seed_outcomes)
     metrics = summarize(per_seed)
+    test = job.splits["test"]
+    prior = job.task.prior_correct(test.rows)
+    metrics[PRIOR_ACCURACY] = float(prior.mean())
+    write_outcomes(paths.outcomes, outcomes, prior, test)
     metrics["wall_time_s"] = time.perf_counter() - start
     return metrics
 
@@ -162,8 +177,21 @@ class WithImages(Dataset):
         return self.split[i] | {"images": image.float().div(255.0)}
 
 
-def train_seed(job: Job, seed: int, folder: Path) -> dict[str, float]:
-    """Train and evaluate one seed as one MLflow run; save the model to ``folder``."""
+def write_outcomes(
+    path: Path, per_seed: list[dict[str, np.ndarray]], prior: np.ndarray, test: Split
+) -> None:
+    """Every seed's per-example outcomes stacked (seeds, examples, ...), the trivial
+    baseline's, and the test row ids, for the report's confidence intervals."""
+    arrays = {k: np.stack([o[k] for o in per_seed]) for k in per_seed[0] if k != "truth"}
+    if "truth" in per_seed[0]:
+        arrays["truth"] = per_seed[0]["truth"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays, prior=prior, rows=test.rows["id"].to_numpy(str))
+
+
+def train_seed(job: Job, seed: int, folder: Path) -> tuple[dict[str, float], dict]:
+    """Train and evaluate one seed as one MLflow run; save the model to ``folder``. Returns
+    its metrics and its per-example test outcomes."""
     start, stage = time.perf_counter(), job.config["stage"]
     torch.manual_seed(seed)  # the head's and rectifier's initial weights
     model = build_model(job.task, job.clip, job.method, job.config["head_options"])
@@ -189,14 +217,15 @@ def train_seed(job: Job, seed: int, folder: Path) -> dict[str, float]:
         metrics[contracts.FINAL_LOSS] = steps[-1][1]["loss"] if steps else float("nan")
         for name in ("val", "test"):
             if len(job.splits[name]):
-                scores = evaluate(model, job.task, job.splits[name], job.params.eval_batch_size)
+                scores, per_example = evaluate(model, job.task, job.splits[name], job.params)
                 metrics |= {f"{name}.{k}": v for k, v in scores.items()}
+        outcomes = per_example  # the test split's, evaluated last (it is never empty)
         metrics["wall_time_s"] = time.perf_counter() - start
         tracker.log_metrics(metrics)
         save_finetuned(folder, model, job.config | {"seed": seed}, tracker.run_id)
         tracker.log_artifact(folder, "model")
     log.info("%s seed %d: %s", stage, seed, _brief(metrics))
-    return metrics
+    return metrics, outcomes
 
 
 def loop_config(params: FinetuneParams, method: Method, seed: int) -> LoopConfig:
@@ -235,16 +264,35 @@ def run_metadata(job: Job, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     return run_params, tags
 
 
+def evaluate(
+    model: FineTuneModel, task: Task, split: Split, params: FinetuneParams
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Clean metrics and per-example outcomes of ``model`` on a split that serves cached
+    features, and the blind ones: each example answered with the image of the one before it
+    (what is left without the right image: for VQA, the question)."""
+    logits = predict_logits(model, split, params.eval_batch_size)
+    metrics = task.metrics(logits, split.targets, split.rows)
+    outcomes = task.outcomes(logits, split.targets)
+    blind_logits = predict_logits(model, split, params.eval_batch_size, roll=True)
+    blind = task.outcomes(blind_logits, split.targets)
+    outcomes["blind"] = blind["correct"]
+    metrics[BLIND_ACCURACY] = float(blind["correct"].mean())
+    return metrics, outcomes
+
+
 @torch.no_grad()
-def evaluate(model: FineTuneModel, task: Task, split: Split, batch_size: int) -> dict[str, float]:
-    """Clean metrics of ``model`` on a split that serves cached features."""
+def predict_logits(
+    model: FineTuneModel, split: Split, batch_size: int, roll: bool = False
+) -> torch.Tensor:
+    """Logits on every row, in order; ``roll``: each row sees the previous batch row's image."""
     model.eval()
     device = next(model.parameters()).device
     logits = []
     for batch in DataLoader(split, batch_size=batch_size, shuffle=False):
         batch = send_to_device(batch, device)
-        logits.append(model.forward_features(batch["z"], batch.get("context")).float().cpu())
-    return task.metrics(torch.cat(logits), split.targets, split.rows)
+        z = batch["z"].roll(1, dims=0) if roll else batch["z"]
+        logits.append(model.forward_features(z, batch.get("context")).float().cpu())
+    return torch.cat(logits)
 
 
 def summarize(per_seed: dict[int, dict[str, float]]) -> dict[str, float]:

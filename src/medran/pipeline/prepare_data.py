@@ -162,7 +162,7 @@ def prepare_role(
     by_source = p.split_strategy == "source"
     frame["split"] = assign_splits(
         frame["group_id"],
-        p.split_fractions,
+        p.split_fractions[role],
         seed,
         frame["source_split"] if by_source else None,
     )

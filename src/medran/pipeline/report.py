@@ -19,10 +19,14 @@ from typing import Any
 from medran.contracts import ReportPaths
 from medran.data.errors import DataError
 from medran.errors import InputError
+from medran.fsutil import write_json
 from medran.params import Params, ReportParams
 from medran.reporting import attack_figures, figures, plot_data
+from medran.reporting.claims import ClaimSettings, check_claims
 from medran.reporting.inputs import Expected, Inputs, Problem, read_benchmarks, read_inputs
-from medran.reporting.results import downstream, upstream
+from medran.reporting.intervals import Intervals
+from medran.reporting.outcomes import read_outcomes
+from medran.reporting.results import Downstream, baselines, downstream, upstream
 from medran.reporting.runs import unfinished_runs
 from medran.reporting.summary import Summary, render
 from medran.tracking import computed_md5, git_commit, stage_run
@@ -56,6 +60,11 @@ def run(params: Params, *, paths: ReportPaths) -> dict[str, float]:
     """Write the summary, figures and plot data; return completeness metrics."""
     p, expected = params.report, Expected.from_params(params)
     inputs = read_inputs(paths.reports, expected)
+    inputs.outcomes, inputs.priors = read_outcomes(paths.reports, expected, inputs.problems)
+    intervals = Intervals(p.bootstrap)
+    rows = downstream(inputs, expected, intervals)
+    claims = claims_of(p, expected, inputs)
+    write_json(paths.claims, claims)
     benchmarks, benchmark_note = run_budget(paths.benchmarks)
     digest, commit = lock_md5(paths.lock), git_commit()
     sources = {
@@ -67,13 +76,24 @@ def run(params: Params, *, paths: ReportPaths) -> dict[str, float]:
     tags = {"dvc_lock_md5": digest}
     with stage_run("report", params.experiment, run_params, sources, tags) as tracker:
         problems = inputs.problems + unfinished_runs(tracker.run_id, expected.stages())
-        drawn = draw(p, expected, inputs, problems, paths)
+        drawn = draw(p, expected, inputs, rows, problems, paths)
         summary = Summary(
-            expected, inputs, problems, benchmarks, benchmark_note, digest, commit, drawn
+            expected,
+            inputs,
+            rows,
+            baselines(inputs, intervals),
+            claims,
+            problems,
+            benchmarks,
+            benchmark_note,
+            digest,
+            commit,
+            drawn,
         )
         paths.summary.parent.mkdir(parents=True, exist_ok=True)
         paths.summary.write_text(render(summary, p, paths.summary.parent))
         tracker.log_artifact(paths.summary)
+        tracker.log_artifact(paths.claims)
         tracker.log_artifact(paths.figures, "figures")
         tracker.log_artifact(paths.plots, "plots")
         missing = {x.stage for x in problems}
@@ -83,6 +103,7 @@ def run(params: Params, *, paths: ReportPaths) -> dict[str, float]:
             "problems": float(len(problems)),
             "complete": float(not problems),
         }
+        metrics |= {f"claim_{k}.{v['verdict'].replace(' ', '_')}": 1.0 for k, v in claims.items()}
         tracker.log_metrics(metrics)
         if problems and p.strict:
             raise ReportIncompleteError(
@@ -94,15 +115,24 @@ def run(params: Params, *, paths: ReportPaths) -> dict[str, float]:
     return metrics
 
 
+def claims_of(params: ReportParams, expected: Expected, inputs: Inputs) -> dict[str, dict]:
+    """The paper's claims checked on the outcomes read (``claims.json``)."""
+    claims, bootstrap = params.claims, params.bootstrap
+    settings = ClaimSettings(claims.eps, claims.max_clean_loss, bootstrap.samples, bootstrap.seed)
+    return check_claims(
+        inputs.outcomes, expected.level_names, expected.tasks, expected.methods, settings
+    )
+
+
 def draw(
     params: ReportParams,
     expected: Expected,
     inputs: Inputs,
+    rows: list[Downstream],
     problems: list[Problem],
     paths: ReportPaths,
 ) -> list[Path]:
     """Every figure and plot data file; a figure whose inputs are missing adds a problem."""
-    rows = downstream(inputs, expected)
     table = upstream(inputs, expected)
     out, dpi = paths.figures, params.dpi
     for stale in out.glob("*.png"):  # a figure of a task no longer configured

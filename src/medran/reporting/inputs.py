@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medran import names
 from medran.contracts import (
@@ -32,6 +32,11 @@ from medran.contracts import (
 )
 from medran.layout import level_name
 from medran.params import Params
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from medran.reporting.outcomes import ModelOutcomes
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,10 @@ class Inputs:
     attack: dict[str, Any] | None = None
     gates: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    # Per-example outcomes (medran.reporting.outcomes): per (level, task, method), and per
+    # task the trivial baseline's.
+    outcomes: dict[tuple[str, str, str], ModelOutcomes] = field(default_factory=dict)
+    priors: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def read_inputs(reports: Path, expected: Expected) -> Inputs:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from medran.contracts import (
@@ -24,21 +24,41 @@ from medran.contracts import (
     seed_key,
 )
 from medran.reporting.inputs import Expected, Inputs
+from medran.reporting.intervals import Interval, Intervals, ignores_image, image_gain
+from medran.reporting.outcomes import ModelOutcomes, attacked_set, test_set
 
 NAN = float("nan")
 
 
 @dataclass(frozen=True)
 class Stat:
-    """A metric over seeds: the stage's mean and the population std of the seeds' values."""
+    """A metric over seeds: the stage's mean, the population std of the seeds' values and,
+    from the per-example outcomes, the 95% bootstrap interval over examples and seeds."""
 
     mean: float
     spread: float
     n: int  # seeds with a value
+    low: float = NAN
+    high: float = NAN
 
     @property
     def missing(self) -> bool:
         return math.isnan(self.mean)
+
+    def within(self, interval: Interval) -> Stat:
+        """This statistic with ``interval``'s bounds."""
+        return replace(self, low=interval.low, high=interval.high)
+
+    @classmethod
+    def of(cls, interval: Interval, n: int) -> Stat:
+        """A statistic known only from the outcomes."""
+        return cls(
+            interval.value,
+            NAN,
+            n if not math.isnan(interval.value) else 0,
+            interval.low,
+            interval.high,
+        )
 
 
 MISSING = Stat(NAN, NAN, 0)
@@ -57,6 +77,11 @@ class Downstream:
     robust: dict[float, Stat]
     n_attacked: float  # test rows attacked per seed (NaN when not evaluated)
     failed_checks: tuple[str, ...] | None  # gradient-masking checks failed; None: unknown
+    auroc: Stat = MISSING  # cls: macro one-vs-rest AUROC
+    label_accuracy: Stat = MISSING  # multi-label cls: mean per-label accuracy
+    blind: Stat = MISSING  # accuracy with another example's image (VQA: the question alone)
+    image_gain: Stat = MISSING  # clean - blind
+    ignores_image: bool | None = None  # robust only as far as blind (intervals.ignores_image)
 
 
 def stat(
@@ -80,8 +105,11 @@ def model_prefix(task: str, method: str) -> str:
     return model_key(task, method, "")
 
 
-def downstream(inputs: Inputs, expected: Expected) -> list[Downstream]:
-    """Every expected model, ordered by level, task, method."""
+def downstream(
+    inputs: Inputs, expected: Expected, intervals: Intervals | None = None
+) -> list[Downstream]:
+    """Every expected model, ordered by level, task, method; with ``intervals``, each
+    number with its 95% interval from the model's outcomes (where there are any)."""
     rows = []
     for level in expected.level_names:
         robust = inputs.robust.get(level)
@@ -104,16 +132,57 @@ def downstream(inputs: Inputs, expected: Expected) -> list[Downstream]:
                         failed_checks=_failed_checks(robust, prefix),
                     )
                 )
-    return rows
+    if intervals is None:
+        return rows
+    largest = expected.largest_eps
+    return [
+        _with_intervals(
+            row, inputs.outcomes.get((row.level, row.task, row.method)), intervals, largest
+        )
+        for row in rows
+    ]
+
+
+def _with_intervals(
+    row: Downstream, outcomes: ModelOutcomes | None, intervals: Intervals, eps: float
+) -> Downstream:
+    """``row`` with the intervals its outcomes give, and its image-reliance numbers."""
+    if outcomes is None:
+        return row
+    tested, attacked = test_set(row.task), attacked_set(row.task)
+    seeds = len(outcomes.clean)
+    return replace(
+        row,
+        clean=row.clean.within(intervals.mean(outcomes.clean, tested)),
+        attacked_clean=row.attacked_clean.within(intervals.mean(outcomes.attacked_clean, attacked)),
+        robust={
+            e: stat.within(intervals.mean(outcomes.robust.get(e), attacked))
+            for e, stat in row.robust.items()
+        },
+        auroc=Stat.of(intervals.auroc(outcomes), seeds),
+        label_accuracy=Stat.of(intervals.mean(outcomes.label_accuracy, tested), seeds),
+        blind=Stat.of(intervals.mean(outcomes.test_blind, tested), seeds),
+        image_gain=Stat.of(image_gain(intervals, outcomes), seeds),
+        ignores_image=ignores_image(intervals, outcomes, eps),
+    )
+
+
+def baselines(inputs: Inputs, intervals: Intervals) -> dict[str, Stat]:
+    """Per task, the trivial baseline's accuracy on the test split, with its interval."""
+    return {
+        task: Stat.of(intervals.mean(prior, test_set(task)), 1)
+        for task, prior in inputs.priors.items()
+    }
 
 
 def best_methods(rows: list[Downstream], eps: float) -> set[tuple[str, str, str]]:
     """(level, task, method) of the highest mean robust accuracy at ``eps`` per level and
     task. Ties all count, but when every model of a level ties nothing stands out and none
-    is returned; models without a value never count."""
+    is returned; models without a value, and models robust by ignoring the image, never
+    count."""
     values: dict[tuple[str, str], dict[str, float]] = {}
     for row in rows:
-        if not row.robust[eps].missing:
+        if not row.robust[eps].missing and not row.ignores_image:
             values.setdefault((row.level, row.task), {})[row.method] = row.robust[eps].mean
     best = set()
     for (level, task), by_method in values.items():

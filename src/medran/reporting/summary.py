@@ -10,13 +10,16 @@ from typing import Any
 from medran.params import ReportParams
 from medran.reporting import tables
 from medran.reporting.inputs import Expected, Inputs, Problem
-from medran.reporting.results import best_methods, downstream, upstream
+from medran.reporting.results import Downstream, Stat, best_methods, upstream
 
 
 @dataclass(frozen=True)
 class Summary:
     expected: Expected
     inputs: Inputs
+    rows: list[Downstream]  # every model, with intervals
+    baselines: dict[str, Stat]  # per task: the trivial baseline
+    claims: dict[str, dict[str, Any]]  # claims.json
     problems: list[Problem]
     benchmarks: dict[str, Any] | None
     benchmark_note: str  # shown instead of the run budget when there is none
@@ -28,7 +31,7 @@ class Summary:
 def render(summary: Summary, params: ReportParams, where: Path) -> str:
     """The markdown document; figure links are relative to ``where`` (its folder)."""
     expected, inputs, decimals = summary.expected, summary.inputs, params.decimals
-    rows = downstream(inputs, expected)
+    rows = summary.rows
     best = best_methods(rows, expected.largest_eps)
     levels = ", ".join(expected.level_names)
     parts = [
@@ -44,9 +47,13 @@ def render(summary: Summary, params: ReportParams, where: Path) -> str:
     for task in expected.tasks:
         parts += [
             f"## Downstream: {task}",
-            tables.downstream_table(task, rows, expected, best, decimals),
+            tables.downstream_table(
+                task, rows, expected, best, summary.baselines.get(task), decimals
+            ),
         ]
     parts += [
+        "## Claims",
+        tables.claims_section(summary.claims, decimals),
         "## Gradient-masking checks (eval_robust)",
         tables.masking_summary(rows),
         "## Upstream: pre-training and retrieval",

@@ -34,9 +34,12 @@ def number(value: Any, decimals: int) -> str:
 
 
 def with_spread(value: Stat, decimals: int) -> str:
-    """``mean ± std`` over seeds; the mean alone when one seed made it."""
+    """``mean [low, high]`` (the 95% interval) when the outcomes gave one, else
+    ``mean ± std`` over seeds; the mean alone when one seed made it."""
     if value.missing:
         return DASH
+    if not math.isnan(value.low):
+        return f"{value.mean:.{decimals}f} [{value.low:.{decimals}f}, {value.high:.{decimals}f}]"
     if value.n > 1:
         return f"{value.mean:.{decimals}f} ± {value.spread:.{decimals}f}"
     return f"{value.mean:.{decimals}f}"
@@ -46,41 +49,74 @@ def eps_label(eps: float) -> str:
     return f"{eps:g}/255"
 
 
+# Per task: the columns after the clean accuracy (name, the row's statistic), and the
+# trivial baseline's name.
+TASK_COLUMNS = {
+    "cls": (("macro AUROC", "auroc"), ("mean per-label accuracy", "label_accuracy")),
+    "vqa": (),
+}
+BLIND_COLUMNS = (("blind accuracy", "blind"), ("image gain", "image_gain"))
+BASELINE = {"cls": "majority label set", "vqa": "question only (per-question majority)"}
+
+
 def downstream_table(
     task: str,
     rows: Sequence[Downstream],
     expected: Expected,
     best: set[tuple[str, str, str]],
+    baseline: Stat | None,
     decimals: int,
 ) -> str:
-    """Noise level x method for one task, the best method per level in bold, and a note
-    saying how the numbers were made."""
+    """Noise level x method for one task, the trivial baseline first, the best method per
+    level in bold, and a note saying how the numbers were made."""
     top = expected.largest_eps
-    header = ["noise level", "method", "clean accuracy", "clean, attacked subset"]
-    header += [f"robust @ {eps_label(e)}" for e in expected.eps] + ["gradient masking"]
+    extra = (*TASK_COLUMNS.get(task, ()), *BLIND_COLUMNS)
+    header = ["noise level", "method", "clean accuracy", *(name for name, _ in extra)]
+    header += ["clean, attacked subset", *(f"robust @ {eps_label(e)}" for e in expected.eps)]
+    header += ["gradient masking", "image reliance"]
     body = []
+    if baseline is not None:
+        cells = ["all", f"*{BASELINE.get(task, 'trivial baseline')}*"]
+        body.append([*cells, with_spread(baseline, decimals)] + [DASH] * (len(header) - 3))
     attacked = set()
     for row in (r for r in rows if r.task == task):
         bold = (row.level, row.task, row.method) in best
         cells = [row.level, _bold(row.method, bold), with_spread(row.clean, decimals)]
+        cells += [with_spread(getattr(row, field), decimals) for _, field in extra]
         cells.append(with_spread(row.attacked_clean, decimals))
         for eps in expected.eps:
             cells.append(_bold(with_spread(row.robust[eps], decimals), bold and eps == top))
-        cells.append(_masking(row.failed_checks))
+        cells += [_masking(row.failed_checks), _reliance(row.ignores_image)]
         body.append(cells)
         if not math.isnan(row.n_attacked):
             attacked.add(int(row.n_attacked))
-    seeds = len(expected.seeds)
+    return f"{markdown_table(header, body)}\n\n{_downstream_note(task, expected, attacked)}"
+
+
+def _downstream_note(task: str, expected: Expected, attacked: set[int]) -> str:
+    top, seeds = expected.largest_eps, len(expected.seeds)
     subset = "/".join(str(n) for n in sorted(attacked)) or DASH
     note = (
         f"Clean accuracy: the whole test split (finetune), and the {subset} test examples "
         f"that eval_robust attacks. Robust accuracy: white-box L∞ PGD on those; an example "
-        f"counts when it is right both clean and attacked. Mean over {seeds} seed(s)"
-        + (", ± the population std." if seeds > 1 else ".")
-        + f" **Bold**: the best method at each noise level by robust accuracy at the largest "
-        f"configured eps, {eps_label(top)} (none where every method ties)."
+        f"counts when it is right both clean and attacked. Mean over {seeds} seed(s) and its "
+        "95% interval [low, high], bootstrap over test examples and seeds (docs/study.md)."
+        f" **Bold**: the best method at each noise level by robust accuracy at the largest "
+        f"configured eps, {eps_label(top)} (none where every method ties)"
     )
-    return f"{markdown_table(header, body)}\n\n{note}"
+    note += (
+        ", never a model robust by ignoring the image. Blind accuracy: each example answered "
+        "with another example's image; image gain: clean - blind. Image reliance: *ignores the "
+        f"image* where robust accuracy at {eps_label(top)} is above zero but not above the "
+        "blind accuracy on the same examples (the interval of the paired difference reaches 0)."
+    )
+    return note + (" Accuracy is the exact match of the label set." if task == "cls" else "")
+
+
+def _reliance(ignores: bool | None) -> str:
+    if ignores is None:
+        return DASH
+    return "**ignores the image**" if ignores else "uses the image"
 
 
 def _bold(text: str, bold: bool) -> str:
@@ -108,7 +144,7 @@ def masking_summary(rows: Sequence[Downstream]) -> str:
     else:
         text = "Every evaluated model passed the gradient-masking checks"
         text += (
-            " (robust accuracy falls with eps; at a large eps it reaches near zero, or for VQA"
+            " (at a large eps robust accuracy reaches near zero, or for VQA"
             " what the question alone gets right; PGD ≥ FGSM)."
         )
     if unknown:
@@ -142,6 +178,48 @@ def upstream_table(table: dict[str, dict[str, float]], expected: Expected, decim
         "is the bar pre-training must clear to carry the findings."
     )
     return f"{markdown_table(header, body)}\n\n{note}"
+
+
+def claims_section(claims: dict[str, dict[str, Any]], decimals: int) -> str:
+    """The paper's claims: verdict and why, then every effect measured with its interval."""
+    verdicts = [
+        [
+            f"({key})",
+            entry.get("claim", DASH),
+            f"**{entry.get('verdict', DASH)}**",
+            entry.get("reason", DASH),
+        ]
+        for key, entry in claims.items()
+    ]
+    effects = []
+    for key, entry in claims.items():
+        for effect in entry.get("effects", []):
+            compared = "; ".join(
+                f"{side} {number(value, decimals)}"
+                for side, value in effect.get("compared", {}).items()
+            )
+            low, high = (number(effect.get(k), decimals) for k in ("ci_low", "ci_high"))
+            interval = f"[{low}, {high}]"
+            effects.append(
+                [
+                    f"({key})",
+                    effect.get("name", DASH),
+                    compared,
+                    number(effect.get("effect"), decimals),
+                    interval,
+                ]
+            )
+    text = markdown_table(["claim", "statement", "verdict", "why"], verdicts)
+    if effects:
+        text += "\n\n" + markdown_table(
+            ["claim", "effect", "compared", "difference", "95% interval"], effects
+        )
+    return text + (
+        '\n\nVerdicts come from the data alone (docs/study.md, "Claims"): *supported* or '
+        "*contradicted* when the decisive intervals exclude 0 (Bonferroni-adjusted where a claim "
+        "holds if any of several comparisons does), *inconclusive* otherwise, *not testable* "
+        "when the run lacks the inputs. Also in `reports/report/claims.json`."
+    )
 
 
 # attack_images metrics: (key, column, decimals or None for the report's own)

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -129,6 +130,19 @@ class Task(ABC):
         return FineTuneModel(
             encoder, self.build_head(head, encoder, clip, **head_options), rectifier
         )
+
+    def outcomes(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, np.ndarray]:
+        """Per example, for the report's confidence intervals: ``correct`` (0/1)."""
+        hit = self.correct(self.predict(logits.detach().cpu()), targets.cpu())
+        return {"correct": hit.numpy().astype(np.uint8)}
+
+    def prior_correct(self, test: pd.DataFrame) -> np.ndarray:
+        """The trivial baseline per ``test`` row (0/1): the most frequent training target,
+        whatever the image (the majority rate)."""
+        values, counts = self.targets(self.train_rows).unique(dim=0, return_counts=True)
+        mode = values[counts.argmax()]
+        targets = self.targets(test)
+        return self.correct(mode.expand_as(targets), targets).numpy().astype(np.uint8)
 
     @abstractmethod
     def targets(self, rows: pd.DataFrame) -> torch.Tensor: ...

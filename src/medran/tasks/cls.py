@@ -19,6 +19,7 @@ from torch import nn
 
 from medran.data.errors import DataError
 from medran.errors import InputError
+from medran.evaluation.auroc import macro_auroc
 from medran.models.factory import ClipModel
 from medran.models.finetune import ImageFeatureEncoder, build_head
 from medran.tasks.base import Task
@@ -112,6 +113,21 @@ class ClsTask(Task):
             return (pred == targets.bool()).all(-1)
         return pred == targets
 
+    def outcomes(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, np.ndarray]:
+        """``correct`` plus each example's class ``scores`` (sigmoid or softmax), ``truth``
+        (0/1 per class) and, multi-label, ``label_accuracy`` (the fraction of labels right)."""
+        logits, targets = logits.detach().float().cpu(), targets.cpu()
+        out = super().outcomes(logits, targets)
+        if self.multi_label:
+            out["scores"] = torch.sigmoid(logits).numpy()
+            out["truth"] = targets.numpy().astype(np.uint8)
+            hits = self.predict(logits) == targets.bool()
+            out["label_accuracy"] = hits.float().mean(-1).numpy()
+        else:
+            out["scores"] = torch.softmax(logits, -1).numpy()
+            out["truth"] = np.eye(len(self.classes), dtype=np.uint8)[targets.numpy()]
+        return out
+
     def decode(self, pred: torch.Tensor) -> list[str]:
         """Predictions as label names ("A|B"; "No Finding" for an empty multi-label set)."""
         if not self.multi_label:
@@ -163,32 +179,3 @@ def _f1(truth: np.ndarray, pred: np.ndarray) -> float:
     denominator = 2 * tp + wrong
     scores = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
     return float(scores.mean()) if scores.size else float("nan")
-
-
-def auroc(truth: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve of binary ``truth``: the Mann-Whitney statistic, ties
-    counting a half (as sklearn's ``roc_auc_score``)."""
-    order = np.argsort(scores, kind="mergesort")
-    ordered = scores[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], len(ordered)]
-    group = np.repeat(np.arange(len(starts)), ends - starts)
-    ranks = np.empty(len(scores))
-    ranks[order] = ((starts + ends + 1) / 2.0)[group]  # the average 1-based rank of each tie
-    positive = truth.astype(bool)
-    n_pos, n_neg = positive.sum(), (~positive).sum()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def macro_auroc(truth: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """Mean one-vs-rest AUROC over columns of ``truth`` (N, C) that hold both 0 and 1."""
-    values = [
-        auroc(truth[:, c], scores[:, c])
-        for c in range(truth.shape[1])
-        if 0 < truth[:, c].sum() < len(truth)
-    ]
-    return {
-        "auroc": float(np.mean(values)) if values else float("nan"),
-        "auroc_classes": float(len(values)),
-        "auroc_skipped": float(truth.shape[1] - len(values)),
-    }

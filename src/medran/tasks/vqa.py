@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from pydantic import ValidationError
@@ -111,6 +112,15 @@ class VqaTask(Task):
 
     def decode(self, pred: torch.Tensor) -> list[str]:
         return [self.classes[int(i)] for i in pred]
+
+    def prior_correct(self, test: pd.DataFrame) -> np.ndarray:
+        """Question-only accuracy per ``test`` row (0/1): the most frequent training answer to
+        the same question, else the most frequent answer overall."""
+        train = self.train_rows.assign(answer=self.train_rows["answer"].map(normalize_answer))
+        overall = train["answer"].mode().iloc[0]
+        by_question = train.groupby("question")["answer"].agg(lambda a: a.mode().iloc[0])
+        guess = test["question"].map(by_question).fillna(overall)
+        return (guess == test["answer"].map(normalize_answer)).to_numpy().astype(np.uint8)
 
     def metrics(
         self, logits: torch.Tensor, targets: torch.Tensor, rows: pd.DataFrame | None = None
