@@ -77,17 +77,17 @@ def test_best_method_is_per_level_counts_ties_and_ignores_missing() -> None:
     assert "| 0.3 | ran | 0.00 | — | — | — | — | 0.00 | 0.00 | 0.00 | ok | — |" in table
 
 
-def vqa_outcomes(robust: float, blind: float, n: int = 400) -> ModelOutcomes:
-    """3 seeds, ``n`` examples: the first ``robust`` of them right under attack, and a
-    different first ``blind`` share right with another example's image."""
+def vqa_outcomes(robust: float, blind: float, clean: float = 0.7) -> ModelOutcomes:
+    """3 seeds, 400 examples: the first ``robust`` share of them right under attack, the first
+    ``blind`` share right with another example's image, the first ``clean`` share right."""
 
     def first(share: float) -> np.ndarray:
-        return np.tile(np.arange(n) < round(share * n), (3, 1)).astype(np.uint8)
+        return np.tile(np.arange(400) < round(share * 400), (3, 1)).astype(np.uint8)
 
     return ModelOutcomes(
         task="vqa",
-        clean=first(0.7),
-        attacked_clean=first(0.7),
+        clean=first(clean),
+        attacked_clean=first(clean),
         robust={8.0: first(robust)},
         blind=first(blind),
         test_blind=first(blind),
@@ -96,11 +96,14 @@ def vqa_outcomes(robust: float, blind: float, n: int = 400) -> ModelOutcomes:
 
 def test_a_model_robust_by_ignoring_the_image_is_flagged_and_never_best() -> None:
     intervals = Intervals(BootstrapParams(samples=300, seed=0))
-    # Robust accuracy no higher than what the question alone answers: flagged.
+    # Robust accuracy what the question alone answers: flagged.
     assert ignores_image(intervals, vqa_outcomes(robust=0.31, blind=0.31), 8.0)
-    assert ignores_image(intervals, vqa_outcomes(robust=0.30, blind=0.32), 8.0)
     # Clearly above it (0.1 on 400 examples is many intervals wide): not flagged.
     assert not ignores_image(intervals, vqa_outcomes(robust=0.45, blind=0.35), 8.0)
+    # Pushed well below it: the attack misleads a model that reads the image.
+    assert not ignores_image(intervals, vqa_outcomes(robust=0.2, blind=0.5), 8.0)
+    # ... unless the image adds nothing on the clean test split either.
+    assert ignores_image(intervals, vqa_outcomes(robust=0.2, blind=0.5, clean=0.5), 8.0)
     # Not robust at all: nothing to explain.
     assert not ignores_image(intervals, vqa_outcomes(robust=0.0, blind=0.3), 8.0)
     # No blind measurement (classification): unknown.

@@ -87,11 +87,15 @@ def image_gain(intervals: Intervals, outcomes: ModelOutcomes) -> Interval:
 
 def ignores_image(intervals: Intervals, outcomes: ModelOutcomes, eps: float) -> bool | None:
     """Robust by ignoring the image: robust accuracy at ``eps`` is above zero (its 95%
-    interval) yet not above what the model gets with another example's image (the interval of
-    robust - blind, paired on the attacked examples, reaches 0). None without the outcomes."""
+    interval), and either it is within its interval of the blind accuracy on the same attacked
+    examples (the interval of robust - blind, paired, contains 0) or the image adds nothing
+    measurable on the test split (the interval of the image gain reaches 0). None without the
+    outcomes."""
     robust, attacked = outcomes.robust.get(eps), attacked_set(outcomes.task)
-    estimate = intervals.difference(robust, outcomes.blind, attacked)
-    if estimate is None:
+    versus_blind = intervals.difference(robust, outcomes.blind, attacked)
+    gain = intervals.difference(outcomes.clean, outcomes.test_blind, test_set(outcomes.task))
+    if versus_blind is None or gain is None:
         return None
-    robust_low = intervals.mean(robust, attacked).low
-    return bool(robust_low > 0 and estimate.interval()[0] <= 0)
+    low, high = versus_blind.interval()
+    robust_at_all = intervals.mean(robust, attacked).low > 0
+    return bool(robust_at_all and (low <= 0 <= high or gain.interval()[0] <= 0))

@@ -107,8 +107,9 @@ def _downstream_note(task: str, expected: Expected, attacked: set[int]) -> str:
     note += (
         ", never a model robust by ignoring the image. Blind accuracy: each example answered "
         "with another example's image; image gain: clean - blind. Image reliance: *ignores the "
-        f"image* where robust accuracy at {eps_label(top)} is above zero but not above the "
-        "blind accuracy on the same examples (the interval of the paired difference reaches 0)."
+        f"image* where robust accuracy at {eps_label(top)} is above zero and either within its "
+        "interval of the blind accuracy on the same examples or the image gain's interval "
+        "reaches 0."
     )
     return note + (" Accuracy is the exact match of the label set." if task == "cls" else "")
 
