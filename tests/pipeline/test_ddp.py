@@ -10,6 +10,7 @@ averages the gradients), so their loss curves agree to float precision.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -34,11 +35,22 @@ LOSS_ATOL = 1e-5
 WEIGHT_ATOL = 1e-4
 
 
-def test_two_process_cpu_ddp_matches_one_process(built_repo: Repo, repo_copy: Repo) -> None:
+def test_two_process_cpu_ddp_matches_one_process(repo_copy: Repo, tmp_path: Path) -> None:
     params = repo_copy.params()
-    assert params["pretrain"]["num_processes"] == 1  # what built_repo trained with
+    assert params["pretrain"]["num_processes"] == 1
     assert params["pretrain"]["global_batch_size"] % 2 == 0
-    params["pretrain"] |= {"num_processes": 2, "device": "cpu"}
+    # Float-precision agreement needs a model without BatchNorm: the ResNet's BatchNorm
+    # normalises each rank's half-batch on its own, so its 2-process run trains correctly
+    # but not bit for bit like one process. The ViT has LayerNorm only.
+    params["pretrain"] |= {"model": "medran-tiny", "device": "cpu"}
+    repo_copy.set_params(params)
+    repo_copy.repro("--force", "--single-item", STAGE)
+    reference = tmp_path / "one-process"
+    shutil.copytree(repo_copy.path / "data" / "models" / "pretrain" / LEVEL, reference)
+    curve_path = Path("reports") / "pretrain" / LEVEL / "loss.csv"
+    one = pd.read_csv(repo_copy.path / curve_path)
+
+    params["pretrain"]["num_processes"] = 2
     repo_copy.set_params(params)
     # A fresh store holds only this run; INFO logs show each rank's sync check.
     database = repo_copy.path.parent / "ddp-mlflow.db"
@@ -65,9 +77,7 @@ def test_two_process_cpu_ddp_matches_one_process(built_repo: Repo, repo_copy: Re
     ]
     assert runs[0].info.run_id in (model_dir / "run.json").read_text()
 
-    # The loss curve and the weights match the 1-process run of built_repo.
-    curve_path = Path("reports") / "pretrain" / LEVEL / "loss.csv"
-    one = pd.read_csv(built_repo.path / curve_path)
+    # The loss curve and the weights match the 1-process run.
     two = pd.read_csv(repo_copy.path / curve_path)
     assert len(one) == len(two) > 1
     assert two["step"].tolist() == one["step"].tolist()
@@ -78,8 +88,8 @@ def test_two_process_cpu_ddp_matches_one_process(built_repo: Repo, repo_copy: Re
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == two["loss"].tolist()
 
     weights = "open_clip_model.safetensors"
-    reference = load_file(built_repo.path / "data" / "models" / "pretrain" / LEVEL / weights)
+    expected = load_file(reference / weights)
     trained = load_file(model_dir / weights)
-    assert trained.keys() == reference.keys()
-    weight_gap = max((trained[k] - reference[k]).abs().max().item() for k in reference)
+    assert trained.keys() == expected.keys()
+    weight_gap = max((trained[k] - expected[k]).abs().max().item() for k in expected)
     assert weight_gap <= WEIGHT_ATOL, f"weights differ by {weight_gap:.3g}"

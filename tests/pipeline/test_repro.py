@@ -100,7 +100,7 @@ def test_param_changes_touch_only_their_own_stages(repo_copy: Repo) -> None:
     assert directly_changed(repo_copy, split_change) == {"prepare_data"}
     # A method's weight reruns that method's stages only, at every level and task.
     params = repo_copy.params()
-    params["finetune"]["ran"]["w_adv"] = 0.5
+    params["finetune"]["ran"]["w_adv"] += 0.5  # any change of the default
     ran_stages = {f"finetune@{p}-{t}-ran" for p in LEVELS for t in params["finetune"]["tasks"]}
     assert directly_changed(repo_copy, params) == ran_stages
 
