@@ -138,9 +138,7 @@ class _Tally:
 
     @classmethod
     def concat(cls, parts: list[_Tally]) -> _Tally:
-        def cat(tensors: list[torch.Tensor]) -> torch.Tensor:
-            return torch.cat(tensors)
-
+        cat = torch.cat
         blind = None if parts[0].blind is None else cat([p.blind for p in parts])
         return cls(
             cat([p.right for p in parts]),
