@@ -15,9 +15,10 @@ help: ## List the targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
+$(VENV)/.installed: requirements.lock requirements-reference.lock pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade "pip==25.3"
 	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-reference.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -84,7 +85,7 @@ format: install ## Format and fix with ruff
 
 lock: | $(BIN)/python ## Re-resolve dependencies from pyproject.toml into requirements.lock
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	$(BIN)/python -m pip freeze --exclude-editable > requirements.lock
+	$(BIN)/python -m pip freeze --exclude-editable --exclude torchattacks > requirements.lock
 
 clean: ## Remove the virtual environment and caches (not DVC data)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -33,6 +33,7 @@ STAGES = (
     "eval_upstream",
     "finetune",
     "eval_robust",
+    "calibrate_robust",
     "report",
 )
 REPORTS = Path("reports")  # the root every stage writes its metrics under
@@ -104,6 +105,8 @@ ZERO_SHOT_ACCURACY = "zero_shot_accuracy"
 PROBE_AUROC = "probe_auroc"  # linear probe of the frozen image features, chest X-ray test split
 PIXEL_PROBE_AUROC = "pixel_probe_auroc"  # the same probe on raw pixels: the bar to clear
 GRADIENT_MASKING = "gradient_masking_suspected"
+# Fraction of attacked examples whose logits have an exactly zero gradient in their image.
+ZERO_GRADIENT = "zero_gradient_fraction"
 # VQA: right with another example's image, i.e. from the question alone; the image's worth is
 # the clean accuracy minus this.
 BLIND_ACCURACY = "blind_accuracy"
@@ -151,7 +154,9 @@ def read_run_id(folder: Path) -> str | None:
 class FinetunedConfig(BaseModel):
     """``config.json`` of a released fine-tuned model (one seed of a ``finetune`` stage):
     everything ``eval_robust`` needs to rebuild it on its pre-trained encoder, and the hash
-    of that encoder's weights, so loading it against another pre-trained model fails."""
+    of that encoder's weights, so loading it against another pre-trained model fails. For a
+    method that tunes the encoder (``fare``, ``tecoa``) it is still the hash of the
+    pre-trained encoder it started from; the tuned weights are saved with the model."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -167,7 +172,7 @@ class FinetunedConfig(BaseModel):
     classes: list[str]  # the class (or answer) vocabulary the head predicts
     upstream_run_id: str | None  # the pretrain run of the encoder
     seed: int
-    encoder_hash: str
+    encoder_hash: str  # of the pre-trained encoder, before any fine-tuning
 
     @model_validator(mode="before")
     @classmethod
@@ -270,6 +275,14 @@ class EvalRobustPaths:
 
 
 @dataclass(frozen=True)
+class CalibrateRobustPaths:
+    data: Path
+    pretrain: Path  # pretrain@<calibrate_robust.level>'s model
+    finetune: Path  # that level's fine-tuned models, <task>-<method>/seed-<seed>/
+    metrics: Path
+
+
+@dataclass(frozen=True)
 class ReportPaths:
     reports: Path  # the root the stages write metrics under (reports/)
     data: Path  # the data root: the attack manifest and the images it names
@@ -294,6 +307,7 @@ STAGE_PATHS: dict[str, type] = {
     "eval_upstream": EvalUpstreamPaths,
     "finetune": FinetunePaths,
     "eval_robust": EvalRobustPaths,
+    "calibrate_robust": CalibrateRobustPaths,
     "report": ReportPaths,
 }
 # The positional arguments that name a stage's item (its DVC foreach/matrix key).

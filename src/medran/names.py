@@ -9,8 +9,12 @@ them. Adding a task, method or head starts here.
 from __future__ import annotations
 
 TASKS = ("cls", "vqa")
-METHODS = ("lp", "mlp", "nmtune", "ran", "advft")
+METHODS = ("lp", "mlp", "nmtune", "ran", "advft", "fare", "tecoa")
 HEADS = ("linear", "mlp")
+# The robust evaluation's attacks (``medran.evaluation.protocol``) and the preset every other
+# preset is calibrated against (the field's standard: docs/study.md, "Robust protocol").
+ATTACKS = ("apgd-ce", "apgd-t", "pgd")
+FULL_PRESET = "full"
 # The data-quality gates, in pipeline order: what each reads is in ``docs/architecture.md``.
 GATES = ("clean", "adversarial", "noisy")
 # The dataset roles ``prepare_data`` reads, and the kind of data each needs.

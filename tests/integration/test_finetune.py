@@ -17,11 +17,13 @@ from medran.contracts import EvalRobustPaths, FinetunePaths
 from medran.errors import InputError
 from medran.methods import METHODS
 from medran.models.factory import create_clip, load_local_dir, save_local_dir
+from medran.models.finetune import weights_hash
 from medran.models.finetuned import WEIGHTS_FILE as WEIGHTS
 from medran.models.finetuned import load_finetuned, seed_dir
 from medran.params import FinetuneParams, ParamsError, deep_merge, parse_params
 from medran.pipeline import eval_robust, finetune
 from medran.tasks import make_task
+from medran.tasks.features import encode_split
 from tests.helpers import project_params
 from tests.unit.test_params import with_change
 
@@ -38,11 +40,16 @@ FINETUNE = {
     "vqa": {"depth": 1, "width": 32, "heads": 4},
     "ran": {"steps": 1, "step_size": 5.0},
 }
-ROBUST_CHANGES = {"eps": [2.0, 8.0], "large_eps": 64.0, "steps": 3, "max_examples": 8}
+ROBUST_CHANGES = {
+    "eps": [2.0, 8.0],
+    "large_eps": 64.0,
+    "presets": {"default": {"max_examples": 8, "apgd": {"steps": 3}, "pgd": {"steps": 3}}},
+}
 ALL = project_params(experiment=EXPERIMENT, finetune=FINETUNE, eval_robust=ROBUST_CHANGES)
 PARAMS, ROBUST = ALL.finetune, ALL.eval_robust
-CLS_METHODS = ["lp", "nmtune", "ran"]
-VQA_METHODS = ["lp"]
+CLS_METHODS = ["lp", "nmtune", "ran", "fare", "tecoa"]
+VQA_METHODS = ["lp", "fare", "tecoa"]
+ENCODER_METHODS = ["fare", "tecoa"]  # they tune (a copy of) the encoder
 
 
 @pytest.fixture(scope="module")
@@ -112,15 +119,22 @@ def test_finetune_writes_models_metrics_and_lineage(
         assert metrics["test.accuracy"] == pytest.approx(
             (metrics["seed-0.test.accuracy"] + metrics["seed-1.test.accuracy"]) / 2
         )
-        assert 0 < metrics["trainable_fraction"] < 1 and metrics["trainable_params"] > 0
+        if method in ENCODER_METHODS and task == "cls":  # the encoder trains: every parameter
+            assert metrics["trainable_fraction"] == 1.0
+        elif method in ENCODER_METHODS:  # VQA's patch tokens leave the projection unused
+            assert 0.9 < metrics["trainable_fraction"] < 1.0
+        else:
+            assert 0 < metrics["trainable_fraction"] < 1 and metrics["trainable_params"] > 0
         assert metrics["wall_time_s"] > 0 and metrics["seed-1.wall_time_s"] > 0
         for seed in PARAMS.seeds:
             folder = seed_dir(work / "models" / f"{task}-{method}", seed)
             config = json.loads((folder / "config.json").read_text())
             assert (config["task"], config["method"], config["seed"]) == (task, method, seed)
             weights = load_file(folder / WEIGHTS)
-            assert weights and all(k.startswith(("rectifier.", "head.")) for k in weights)
-            assert any(k.startswith("rectifier.") for k in weights) == (method != "lp")
+            parts = {k.split(".")[0] for k in weights}
+            assert parts <= {"encoder", "rectifier", "head"} and "head" in parts
+            assert ("rectifier" in parts) == METHODS[method].needs_rectifier
+            assert ("encoder" in parts) == (method in ENCODER_METHODS)
             run = mlflow.get_run(json.loads((folder / "run.json").read_text())["run_id"])
             stage = f"finetune@0.0-{task}-{method}"
             tags = run.data.tags
@@ -148,11 +162,11 @@ def test_finetune_writes_models_metrics_and_lineage(
                 assert blind == pytest.approx(metrics["test.blind_accuracy"])
             else:
                 assert outcomes["scores"].shape[:2] == outcomes["correct"].shape
-    # Light-weight: a linear probe trains far fewer parameters than the rectifier methods.
-    assert (
-        finetuned[("cls", "lp")]["trainable_params"]
-        < finetuned[("cls", "nmtune")]["trainable_params"]
-    )
+    # Light-weight: a linear probe trains far fewer parameters than the rectifier methods,
+    # which train far fewer than the methods that tune the encoder.
+    trainable = {m: finetuned[("cls", m)]["trainable_params"] for m in CLS_METHODS}
+    assert trainable["lp"] < trainable["nmtune"] < trainable["fare"]
+    assert trainable["tecoa"] > 0.9 * trainable["fare"]  # both: the whole encoder and a head
 
 
 def test_ran_without_adversarial_terms_is_nmtune(
@@ -176,21 +190,45 @@ def test_ran_without_adversarial_terms_is_nmtune(
         assert not all(torch.equal(adversarial[k], theirs[k]) for k in theirs)
 
 
+@pytest.mark.parametrize("method", ["lp", *ENCODER_METHODS])
 def test_saved_model_rebuilds_with_the_same_predictions(
-    finetuned: dict, data_root: Path, pretrain_dir: Path, work: Path
+    finetuned: dict, data_root: Path, pretrain_dir: Path, work: Path, method: str
 ) -> None:
     task = make_task("vqa", data_root / "prepared")
     clip = load_local_dir(pretrain_dir)
-    model = load_finetuned(seed_dir(work / "models" / "vqa-lp", 0), clip, task)
+    model = load_finetuned(seed_dir(work / "models" / f"vqa-{method}", 0), clip, task)
     test = task.with_context(task.load_split("test", clip.image_size), clip)
     batch = torch.utils.data.default_collate([test[i] for i in range(len(test))])
     with torch.no_grad():
         logits = model(batch["images"], batch["context"])
     accuracy = task.metrics(logits, test.targets, test.rows)["accuracy"]
-    assert accuracy == pytest.approx(finetuned[("vqa", "lp")]["seed-0.test.accuracy"])
+    assert accuracy == pytest.approx(finetuned[("vqa", method)]["seed-0.test.accuracy"])
     other = create_clip("medran-tiny", seed=1)
     with pytest.raises(InputError, match="another pre-trained model"):
-        load_finetuned(seed_dir(work / "models" / "vqa-lp", 0), other, task)
+        load_finetuned(seed_dir(work / "models" / f"vqa-{method}", 0), other, task)
+
+
+@pytest.mark.parametrize("method", ENCODER_METHODS)
+def test_a_tuned_encoder_is_evaluated_on_its_own_features(
+    finetuned: dict, data_root: Path, pretrain_dir: Path, work: Path, method: str
+) -> None:
+    """Clean test scores come from the tuned encoder's features, not the cached frozen ones."""
+    task = make_task("cls", data_root / "prepared", **finetune.task_options(PARAMS, "cls"))
+    clip = load_local_dir(pretrain_dir)
+    model = load_finetuned(seed_dir(work / "models" / f"cls-{method}", 0), clip, task)
+    test = task.load_split("test", clip.image_size)
+
+    def scores(encoder: torch.nn.Module) -> np.ndarray:
+        z = encode_split(encoder, test.images, 64)[test.image_index]
+        with torch.no_grad():
+            return task.outcomes(model.forward_features(z), test.targets)["scores"]
+
+    with np.load(work / "outcomes" / f"cls-{method}.npz") as outcomes:
+        written = outcomes["scores"][0]  # seed 0
+    np.testing.assert_allclose(written, scores(model.encoder), rtol=0, atol=1e-5)
+    assert not np.allclose(written, scores(task.build_encoder(clip)), rtol=0, atol=1e-5)
+    # The pre-trained model the level shares is unchanged by the tuning of its seeds.
+    assert weights_hash(load_local_dir(pretrain_dir).model) == weights_hash(clip.model)
 
 
 def test_eval_robust_attacks_every_model_and_logs_one_run_each(
@@ -219,10 +257,16 @@ def test_eval_robust_attacks_every_model_and_logs_one_run_each(
             metrics[f"{prefix}.robust_accuracy_eps{e:g}"] for e in (*ROBUST.eps, ROBUST.large_eps)
         ]
         assert all(b <= a for a, b in itertools.pairwise(curve)), (prefix, curve)
-        for flag in ("check_near_zero_at_large_eps", "check_pgd_at_least_fgsm"):
+        for flag in (
+            "check_near_zero_at_large_eps",
+            "check_attacks_at_least_fgsm",
+            "check_image_gradient_nonzero",
+        ):
             assert metrics[f"{prefix}.{flag}"] in (0.0, 1.0)
         assert f"{prefix}.seed-1.gradient_masking_suspected" in metrics
-        assert metrics[f"{prefix}.n"] == min(ROBUST.max_examples, len(_test_rows(data_root, task)))
+        assert metrics[f"{prefix}.n"] == min(
+            ROBUST.protocol.max_examples, len(_test_rows(data_root, task))
+        )
     # The VQA probe answers some closed questions right, so its attack had work to do.
     assert metrics["vqa.lp.clean_accuracy"] > 0
     with np.load(work / "models" / "outcomes-vqa.npz") as outcomes:
@@ -249,7 +293,9 @@ def test_unknown_task_or_method_fails_before_any_work(
     with pytest.raises(ParamsError, match=r"unknown method \['full'\]; valid methods: \['advft',"):
         finetune_run(data_root, pretrain_dir, tmp_path, "cls", "full")
     assert not (tmp_path / "models").exists()
-    with pytest.raises(ParamsError, match=r"valid methods: \['advft', 'lp', 'mlp', 'nmtune'"):
+    with pytest.raises(
+        ParamsError, match=r"valid methods: \['advft', 'fare', 'lp', 'mlp', 'nmtune'"
+    ):
         robust_run(data_root, pretrain_dir, tmp_path, ["cls"], ["svm"])
 
 

@@ -104,6 +104,18 @@ def robust_metrics(level: float, task: str, method: str) -> dict[str, float]:
     return out
 
 
+def calibration(gap: float = 0.05) -> dict[str, float]:
+    """calibrate_robust's metrics: the preset overestimates every model by ``gap``."""
+    out = {"n_models": float(len(EXPECTED.tasks) * len(EXPECTED.methods)), "examples": 8.0}
+    for task in EXPECTED.tasks:
+        for method in EXPECTED.methods:
+            for eps in EXPECTED.eps:
+                key = f"{task}.{method}.{{}}.robust_accuracy_eps{eps:g}"
+                out |= {key.format("preset"): 0.3, key.format("full"): 0.3 - gap}
+                out[key.format("gap")] = gap
+    return out | {"max_gap": gap, "overestimates": float(gap > 0.02)}
+
+
 def make_tree(root: Path) -> tuple[Path, Path]:
     """A reports root and a data root as a CI-scale run leaves them."""
     reports, data = root / "reports", root / "data"
@@ -130,6 +142,7 @@ def make_tree(root: Path) -> tuple[Path, Path]:
                 robust |= robust_metrics(float(level), task, method)
         write_json(reports / "eval_robust" / level / "metrics.json", robust)
         write_outcomes(reports, level)
+    write_json(reports / "calibrate_robust" / "metrics.json", calibration())
     attack = {"attacked": 48, "success_rate": 0.9, "cos_target_mean": 0.7, "linf_mean": 7.5}
     write_json(
         reports / "attack_images" / "metrics.json", attack | {"linf_max": 8, "psnr_mean": 38.0}
@@ -186,7 +199,7 @@ def paths_for(root: Path, reports: Path, data: Path) -> ReportPaths:
 
 def table(summary: str, task: str) -> list[dict[str, str]]:
     """The rows of the downstream table of ``task``, as column -> cell."""
-    section = summary.split(f"## Downstream: {task}\n\n")[1].split("\n\n")[0]
+    section = summary.split(f"## Downstream: {task}\n\n")[1].split("\n\n")[1]  # after the protocol
     lines = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()]
     return [dict(zip(lines[0], cells, strict=True)) for cells in lines[2:]]
 
@@ -250,7 +263,7 @@ def test_full_tree_gives_tables_figures_plot_data_and_a_tagged_run(
         assert f"(figures/{png.name})" in summary
     records = json.loads((paths.plots / "accuracy_vs_noise.json").read_text())
     assert len(records) == 2 * 2 * 2 * 3  # levels x tasks x methods x (clean + 2 eps)
-    assert {r["panel"] for r in records} >= {"cls: clean", "vqa: PGD eps 8/255"}
+    assert {r["panel"] for r in records} >= {"cls: clean", "vqa: robust, eps 8/255"}
 
     run = report_runs().iloc[0]
     assert run["status"] == "FINISHED"
@@ -263,6 +276,26 @@ def test_full_tree_gives_tables_figures_plot_data_and_a_tagged_run(
     assert run["metrics.claim_b.supported"] == 1.0
     figures = {a.path for a in client.list_artifacts(run["run_id"], "figures")}
     assert "figures/attack_examples.png" in figures and len(figures) == len(pngs)
+
+
+def test_the_robust_protocol_its_calibration_and_the_costs_are_stated(
+    tmp_path: Path, mlflow_uri: str
+) -> None:
+    reports, data = make_tree(tmp_path)
+    paths = paths_for(tmp_path, reports, data)
+    report.run(params(), paths=paths)
+    summary = paths.summary.read_text()
+    # The protocol above each robust table, and its calibration against the full preset.
+    assert summary.count("Robust protocol: preset `default`, white-box L∞") == len(EXPECTED.tasks)
+    assert "**Caution:** on the calibration sample this preset overestimates" in summary
+    assert "| cls | lp | 0.300 / 0.250 / 0.050 | 0.300 / 0.250 / 0.050 |" in summary
+    assert "## Cost of each method" in summary
+    claims = json.loads(paths.claims.read_text())
+    assert claims["d"]["verdict"] == "not testable"  # no fare or tecoa in this tree
+    # Within the allowance, no caution.
+    write_json(reports / "calibrate_robust" / "metrics.json", calibration(gap=0.01))
+    report.run(params(), paths=paths)
+    assert "**Caution:**" not in paths.summary.read_text()
 
 
 def test_missing_metrics_and_failed_runs_are_named_and_shown_as_dashes(

@@ -31,7 +31,9 @@ def test_summary_has_a_row_per_level_and_method_and_valid_figures(built_repo: Re
     summary = (built_repo.path / "reports" / "summary.md").read_text()
     assert "None: every expected stage has its metrics and no run failed." in summary
     for task in TASKS:
-        section = summary.split(f"## Downstream: {task}\n\n")[1].split("\n\n")[0]
+        section = summary.split(f"## Downstream: {task}\n\n")[1].split("\n\n")[
+            1
+        ]  # after the protocol
         rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()]
         baseline, models = rows[2], rows[3:]  # the trivial baseline first
         assert baseline[0] == "all" and re.fullmatch(INTERVAL, baseline[2])
@@ -45,10 +47,18 @@ def test_summary_has_a_row_per_level_and_method_and_valid_figures(built_repo: Re
     metrics = json.loads((built_repo.path / "reports" / "report" / "metrics.json").read_text())
     assert metrics["complete"] == 1.0
     claims = json.loads((built_repo.path / "reports" / "report" / "claims.json").read_text())
-    assert sorted(claims) == ["a", "b", "c"]
+    assert sorted(claims) == ["a", "b", "c", "d"]
+    assert set(claims["d"]["costs"]) == {"ran", "fare", "tecoa"}  # beside the verdict
     assert claims["a"]["verdict"] == "not testable"  # no level between the two of CI scale
     assert all(c["verdict"] in VERDICTS for c in claims.values())
     assert "## Claims" in summary
+    # The full preset ran on the calibration sample of every level-0 model.
+    calibration = json.loads(
+        (built_repo.path / "reports/calibrate_robust/metrics.json").read_text()
+    )
+    assert calibration["n_models"] == len(TASKS) * len(METHODS)
+    assert all(f"{t}.{m}.gap.robust_accuracy_eps8" in calibration for t in TASKS for m in METHODS)
+    assert "## Robust protocol calibration" in summary
     figures = sorted((built_repo.path / "reports" / "figures").glob("*.png"))
     names = {p.name for p in figures}
     assert {f"accuracy_vs_noise_{t}.png" for t in TASKS} | {"attack_examples.png"} <= names

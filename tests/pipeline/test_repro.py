@@ -76,6 +76,7 @@ def changed(repo: Repo, section: str, key: str, value: object) -> dict:
 
 def test_param_changes_touch_only_their_own_stages(repo_copy: Repo) -> None:
     gates = {"validate_data@clean", "validate_data@adversarial", "validate_data@noisy"}
+    calibrate = {"calibrate_robust"}
     cases = [
         ("validate_data", "min_rows", 6, gates),
         ("attack_captions", "seed", 1, {"attack_captions"}),
@@ -90,10 +91,15 @@ def test_param_changes_touch_only_their_own_stages(repo_copy: Repo) -> None:
         ("pretrain", "lr", 0.001, {f"pretrain@{p}" for p in LEVELS}),
         ("eval_upstream", "batch_size", 64, {f"eval_upstream@{p}" for p in LEVELS}),
         ("synthesize", "pixel_noise", 0.07, {"synthesize"}),
-        ("eval_robust", "steps", 4, {f"eval_robust@{p}" for p in LEVELS}),
+        ("eval_robust", "tolerance", 0.04, {f"eval_robust@{p}" for p in LEVELS} | calibrate),
+        ("calibrate_robust", "examples", 4, {"calibrate_robust"}),
     ]
     for section, key, value, expected in cases:
         assert directly_changed(repo_copy, changed(repo_copy, section, key, value)) == expected, key
+    # The full preset is the calibration's reference: the evaluation of every model keeps.
+    params = repo_copy.params()
+    params["eval_robust"]["presets"]["full"]["apgd"]["steps"] += 1
+    assert directly_changed(repo_copy, params) == calibrate
     fractions = repo_copy.params()["prepare_data"]["split_fractions"]
     fractions["vqa"] = {"train": 0.7, "val": 0.15, "test": 0.15}
     split_change = changed(repo_copy, "prepare_data", "split_fractions", fractions)

@@ -55,3 +55,24 @@ def test_ran_ablation_sweep_reruns_ran_only_and_matches_nmtune(repo_copy: Repo) 
     diff = json.loads(repo_copy.run("dvc", "metrics", "diff", "--json").stdout)
     changed = diff.get("diff", diff)
     assert any(f"{tasks[0]}-ran" in path for path in changed)
+
+
+def test_the_full_robust_preset_runs_as_an_experiment(repo_copy: Repo) -> None:
+    """``-S eval_robust.preset=full``: every model under APGD-CE, APGD-T and PGD-100 on the
+    whole test split; only the robust stages rerun, and the report names the preset."""
+    repo_copy.run("git", "add", "-A")
+    repo_copy.run("git", "commit", "-q", "-m", "baseline results")
+    result = repo_copy.run("dvc", "exp", "run", "-n", "full", "-S", "eval_robust.preset=full")
+    ran = set(re.findall(r"Running stage '([^']+)'", result.stdout))
+    levels = [repr(float(level)) for level in repo_copy.params()["noise_levels"]]
+    assert ran == {f"eval_robust@{p}" for p in levels} | {"calibrate_robust", "report"}
+    calibration = json.loads((repo_copy.path / "reports/calibrate_robust/metrics.json").read_text())
+    assert calibration == {"n_models": 0.0}  # nothing to calibrate against itself
+    summary = (repo_copy.path / "reports" / "summary.md").read_text()
+    assert "preset `full`" in summary and "APGD-T (100 steps, 9 target classes" in summary
+    for level in levels:
+        metrics = json.loads(
+            (repo_copy.path / f"reports/eval_robust/{level}/metrics.json").read_text()
+        )
+        tests = {k: v for k, v in metrics.items() if k.endswith(".n")}
+        assert tests and all(v >= 1 for v in tests.values())

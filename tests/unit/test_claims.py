@@ -281,3 +281,25 @@ def test_claims_at_an_eps_no_model_was_attacked_at_are_not_testable_and_say_so()
         assert result[name]["reason"] == "no model was attacked at 4/255 (not in eval_robust.eps)."
     assert result["b"]["verdict"] != NOT_TESTABLE  # clean accuracy only
     assert "4/255" in result["c"]["claim"] and "0.02 of clean accuracy" in result["c"]["claim"]
+
+
+DEFENDED = (*METHODS, "fare", "tecoa")
+
+
+@pytest.mark.parametrize(
+    ("fare", "verdict"),
+    [((0.6, 0.3), SUPPORTED), ((0.6, 0.8), CONTRADICTED), ((0.6, 0.6), INCONCLUSIVE)],
+)
+def test_d_compares_ran_with_the_encoder_tuning_defenses(
+    fare: tuple[float, float], verdict: str
+) -> None:
+    rates = {("*", "ran"): (0.6, 0.6), ("*", "fare"): fare, ("*", "tecoa"): (0.6, 0.3)}
+    d = claims(grid(rates, methods=DEFENDED), methods=DEFENDED)["d"]
+    assert d["verdict"] == verdict, d["reason"]
+    assert d["baselines"] == ["fare", "tecoa"] and d["missing_baselines"] == []
+    assert effect(d, "clean ran vs fare")["effect"] == pytest.approx(0.0)
+
+
+def test_d_not_testable_without_fare_or_tecoa() -> None:
+    d = claims(grid({}))["d"]
+    assert d["verdict"] == NOT_TESTABLE and "fare, tecoa" in d["reason"]

@@ -54,12 +54,13 @@ class Head(nn.Module):
 
 
 class StandIn(nn.Module):
-    """The ``FineTuneModel`` contract: frozen encoder, rectifier, head."""
+    """The ``FineTuneModel`` contract: encoder (frozen unless the method tunes it), rectifier,
+    head."""
 
     def __init__(self, method: Method, tokens: bool = False, seed: int = 0):
         super().__init__()
         torch.manual_seed(seed)
-        self.encoder = Encoder(tokens).requires_grad_(False)
+        self.encoder = Encoder(tokens).requires_grad_(method.tunes_encoder)
         self.rectifier = method.build_rectifier(DIM)
         self.head = Head(method.head_type)
 
@@ -79,9 +80,10 @@ def make_batch(model: StandIn, method: Method, vqa: bool = False, n: int = 12) -
     batch = {"images": images, "targets": torch.randint(0, CLASSES, (n,), generator=g)}
     if vqa:
         batch["context"] = torch.randn(n, 5, DIM, generator=g)
-    if not method.adversarial:  # what a feature cache would hold
-        batch = {k: v for k, v in batch.items() if k != "images"}
+    with torch.no_grad():  # what the feature cache holds: the encoder's features at the start
         batch["z"] = model.features(images)
+    if not method.adversarial:  # cached features only; adversarial methods get both
+        del batch["images"]
     return batch
 
 
@@ -153,22 +155,29 @@ def test_method_contract(name: str, vqa: bool) -> None:
     assert all(v.ndim == 0 for v in losses.values())
     losses["loss"].backward()
     updated = {name.split(".")[0] for name in grads(model)}
-    assert updated == ({"rectifier", "head"} if method.needs_rectifier else {"head"})
-    assert all(p.grad is None for p in model.encoder.parameters())
+    expected = {"head"} | ({"rectifier"} if method.needs_rectifier else set())
+    assert updated == expected | ({"encoder"} if method.tunes_encoder else set())
+    if not method.tunes_encoder:
+        assert all(p.grad is None for p in model.encoder.parameters())
     assert method.head_type in ("linear", "mlp")
+    assert method.group_lrs == (
+        {"encoder.": method.config.encoder_lr} if method.tunes_encoder else {}
+    )
 
 
 def test_registry_declares_what_each_method_needs() -> None:
     declared = {
-        name: (m.head_type, m.needs_rectifier, m.adversarial)
+        name: (m.head_type, m.needs_rectifier, m.adversarial, m.tunes_encoder)
         for name, m in ((name, method_of(name)) for name in METHODS)
     }
     assert declared == {
-        "lp": ("linear", False, False),
-        "mlp": ("mlp", False, False),
-        "nmtune": ("linear", True, False),
-        "ran": ("linear", True, True),
-        "advft": ("linear", False, True),
+        "lp": ("linear", False, False, False),
+        "mlp": ("mlp", False, False, False),
+        "nmtune": ("linear", True, False, False),
+        "ran": ("linear", True, True, False),
+        "advft": ("linear", False, True, False),
+        "fare": ("linear", False, True, True),
+        "tecoa": ("linear", False, True, True),
     }
     assert method_of("ran", w_adv=0.0, w_rect=0.0).adversarial is False
     assert method_of("nmtune", head="mlp").head_type == "mlp"
@@ -192,6 +201,23 @@ def test_configs_reject_unknown_keys_and_bad_values() -> None:
     assert method_of("ran", eps=8).config.eps == 8.0  # ints are fine for float fields
     with pytest.raises(InputError, match="RANParams"):
         RAN(section("finetune").nmtune)
+    with pytest.raises(InputError, match=r"finetune\.fare\.encoder_lr = 0\.0"):
+        method_of("fare", encoder_lr=0.0)
+    with pytest.raises(InputError, match=r"finetune\.fare\.eps = 300\.0"):
+        method_of("fare", eps=300.0)
+    with pytest.raises(InputError, match=r"finetune\.tecoa\.steps = 0"):
+        method_of("tecoa", steps=0)
+
+
+@pytest.mark.parametrize(
+    "prompts", [["a chest x-ray of"], ["{} and {}"], ["a {name}"], ["{{}}"], ["a {"], []]
+)
+def test_a_prompt_template_without_one_placeholder_is_named(prompts: list[str]) -> None:
+    with pytest.raises(InputError) as error:
+        method_of("tecoa", prompts=["ok: {}.", *prompts] if prompts else [])
+    message = str(error.value)
+    assert "finetune.tecoa.prompts" in message and "exactly one '{}'" in message
+    assert f"bad: {prompts}" in message
 
 
 def test_zero_weight_skips_its_term() -> None:
@@ -258,6 +284,53 @@ def test_adversarial_methods_need_images() -> None:
     batch = {"z": torch.randn(4, DIM), "targets": torch.zeros(4, dtype=torch.long)}
     with pytest.raises(InputError, match="images"):
         method.losses(model, batch, F.cross_entropy)
+
+
+def test_fare_needs_the_pretrained_features_as_its_target() -> None:
+    method = method_of("fare")
+    model = StandIn(method)
+    batch = make_batch(model, method)
+    del batch["z"]
+    with pytest.raises(InputError, match=r"'fare' needs the pre-trained encoder's features 'z'"):
+        method.losses(model, batch, F.cross_entropy)
+
+
+@pytest.mark.parametrize("vqa", [False, True], ids=["cls", "vqa"])
+def test_fare_trains_the_encoder_on_its_loss_only_and_the_head_on_the_task(vqa: bool) -> None:
+    method = method_of("fare", eps=8.0)
+    model = StandIn(method, tokens=vqa).train()
+    batch = make_batch(model, method, vqa)
+    losses = method.losses(model, batch, F.cross_entropy)
+    assert set(losses) == {"loss", "fare", "task"}
+    assert losses["fare"] > 0  # PGD moved the features away from the pre-trained ones
+    losses["task"].backward(retain_graph=True)
+    assert set(grads(model)) == {"head.net.weight", "head.net.bias"}  # stopped at the features
+    model.zero_grad(set_to_none=True)
+    losses["fare"].backward()
+    assert set(grads(model)) == {"encoder.proj.weight", "encoder.proj.bias"}
+
+
+def test_fare_distance_is_the_squared_l2_distance_averaged_over_tokens() -> None:
+    from medran.methods.fare import fare_distance
+
+    a, b = torch.zeros(2, 3), torch.tensor([[1.0, 2.0, 2.0], [0.0, 0.0, 3.0]])
+    assert fare_distance(a, b).tolist() == [9.0, 9.0]
+    tokens = torch.stack([a, b], dim=1)  # (2, 2, 3): one token at distance 0, one at 3
+    assert fare_distance(tokens, torch.zeros_like(tokens)).tolist() == [4.5, 4.5]
+    with pytest.raises(InputError, match="same shape"):
+        fare_distance(a, tokens)
+
+
+def test_tecoa_trains_encoder_and_head_on_pgd_examples() -> None:
+    method = method_of("tecoa", eps=8.0, step_size=8.0)
+    model = StandIn(method).train()
+    batch = make_batch(model, method)
+    with torch.no_grad():
+        clean = F.cross_entropy(model(batch["images"]), batch["targets"])
+    losses = method.losses(model, batch, F.cross_entropy)
+    assert set(losses) == {"loss", "adv"} and losses["adv"] > clean
+    losses["loss"].backward()
+    assert {name.split(".")[0] for name in grads(model)} == {"encoder", "head"}
 
 
 def test_trainable_fraction_counts_the_frozen_encoder() -> None:

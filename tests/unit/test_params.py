@@ -119,8 +119,8 @@ def test_a_missing_value_is_named_not_defaulted() -> None:
     """Sections have no defaults: params.yaml must spell out what the code reads."""
     raw = copy.deepcopy(RAW)
     del raw["finetune"]["ran"]["w_adv"]
-    del raw["eval_robust"]["steps"]
+    del raw["eval_robust"]["presets"]["default"]["apgd"]["steps"]
     with pytest.raises(ParamsError) as error:
         parse_params(raw)
     assert "finetune.ran.w_adv: required key is missing" in str(error.value)
-    assert "eval_robust.steps: required key is missing" in str(error.value)
+    assert "eval_robust.presets.default.apgd.steps: required key is missing" in str(error.value)

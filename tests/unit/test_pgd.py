@@ -17,22 +17,31 @@ from medran.errors import InputError
 from medran.evaluation import robust
 from medran.evaluation.robust import robust_metrics
 from medran.models.wrappers import Normalize
-from medran.params import EvalRobustParams
+from medran.names import ATTACKS
+from medran.params import APGDParams, EvalRobustParams, PGDParams, PresetParams
 
 EPS_LIST = [1, 2, 4, 8]
 
 
-def settings(**changes: Any) -> EvalRobustParams:
-    """The robust-evaluation protocol of these tests: 10 steps of eps / 4, seed 0."""
+def preset(attacks: list[str], steps: int = 10, step_fraction: float = 0.25) -> PresetParams:
+    """A protocol of ``attacks``: ``steps`` each, PGD's step ``step_fraction`` x eps."""
+    return PresetParams(
+        attacks=attacks,
+        max_examples=0,
+        apgd=APGDParams(steps=steps, restarts=1, targets=9),
+        pgd=PGDParams(steps=steps, restarts=1, step_fraction=step_fraction),
+    )
+
+
+def settings(attacks: tuple[str, ...] = ("pgd",), **changes: Any) -> EvalRobustParams:
+    """The robust evaluation of these tests: by default PGD alone, 10 steps of eps / 4."""
     values = {
         "eps": EPS_LIST,
         "large_eps": 32.0,
-        "steps": 10,
-        "step_fraction": 0.25,
-        "restarts": 1,
+        "preset": "default",
+        "presets": {"default": preset(list(attacks)), "full": preset(list(ATTACKS), 100, 0.025)},
         "near_zero": 0.1,
         "tolerance": 0.02,
-        "max_examples": 1000,
         "batch_size": 100,
         "device": "cpu",
         "seed": 0,
@@ -72,8 +81,8 @@ def data(n: int, seed: int, size: int = 8, classes: int = 3) -> tuple[torch.Tens
     return x.clamp(0, 1), y
 
 
-def train(net: nn.Module, lr: float, steps: int = 200) -> nn.Module:
-    x, y = data(400, 0)
+def train(net: nn.Module, lr: float, steps: int = 200, classes: int = 3) -> nn.Module:
+    x, y = data(400, 0, classes=classes)
     # Plain gradient descent: building a torch.optim optimizer costs seconds of imports.
     for _ in range(steps):
         net.zero_grad()
@@ -198,7 +207,7 @@ def test_matches_an_independent_reference_pgd_within_one_point(
     net = request.getfixturevalue(name)
     x, y = test_set
     batches = [{"images": x, "targets": y}]
-    report = robust_metrics(net, batches, CE, settings(steps=10, step_fraction=0.25))
+    report = robust_metrics(net, batches, CE, settings())
     torch.manual_seed(0)  # the same seed as robust_metrics' own (seed=0)
     for eps in EPS_LIST:
         adv = reference_pgd(net, x, y, eps / 255, 0.25 * eps / 255, 10)
@@ -221,7 +230,11 @@ def first(k: int, n: int = 100) -> torch.Tensor:
 
 
 def tally(
-    pgd_right: list[int], fgsm_right: list[int], blind: int = 0, context: bool = False
+    pgd_right: list[int],
+    fgsm_right: list[int],
+    blind: int = 0,
+    context: bool = False,
+    flat: int = 0,
 ) -> robust._Tally:
     """100 examples, 90 right on clean; how many stay right per eps (1, 8, 32)."""
     eps = [1.0, 8.0, 32.0]
@@ -230,6 +243,7 @@ def tally(
         {e: first(k) for e, k in zip(eps, pgd_right, strict=True)},
         {e: first(k) for e, k in zip(eps, fgsm_right, strict=True)},
         first(blind),
+        first(flat),
         context,
     )
 
@@ -240,7 +254,9 @@ def test_each_check_fires_on_its_own_symptom() -> None:
 
     assert all(checks([80, 40, 0], [85, 50, 5]).values())
     assert not checks([80, 40, 30], [85, 50, 40])["near_zero_at_large_eps"]
-    assert not checks([80, 40, 0], [60, 30, 0])["pgd_at_least_fgsm"]
+    assert not checks([80, 40, 0], [60, 30, 0])["attacks_at_least_fgsm"]
+    flat = robust._report(tally([80, 40, 0], [85, 50, 5], flat=1), settings())
+    assert not flat.checks["image_gradient_nonzero"] and flat.zero_gradient == 0.01
     # With a question the attack cannot touch, "near zero" is near the image-blind accuracy.
     with_blind = robust._report(tally([80, 40, 30], [85, 50, 40], 30, context=True), settings())
     assert with_blind.checks["near_zero_at_large_eps"]

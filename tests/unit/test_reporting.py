@@ -20,7 +20,19 @@ from medran.reporting.results import MISSING, Downstream, Stat, best_methods, st
 from tests.unit.test_params import with_change
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPECTED = Expected((0.0, 0.5), ("cls",), ("lp", "ran", "advft"), (0, 1), (2.0, 8.0), (1,), ())
+EXPECTED = Expected(
+    (0.0, 0.5),
+    ("cls",),
+    ("lp", "ran", "advft"),
+    (0, 1),
+    (2.0, 8.0),
+    (1,),
+    (),
+    "preset `t`",
+    0.0,
+    8,
+    0.02,
+)
 
 
 @pytest.mark.parametrize(
@@ -150,7 +162,7 @@ def test_plot_data_fills_the_panels_template(tmp_path: Path) -> None:
     assert {r["accuracy"] for r in records} == {0.5, None}
     # Panels keep the report's order (clean first), not the alphabet's ("PGD" < "clean").
     order = {r["panel"]: r["order"] for r in records}
-    assert order == {"cls: clean": 0, "cls: PGD eps 2/255": 1, "cls: PGD eps 8/255": 2}
+    assert order == {"cls: clean": 0, "cls: robust, eps 2/255": 1, "cls: robust, eps 8/255": 2}
     template = str(ROOT / ".dvc" / "plots" / "panels.json")
     renderer = VegaRenderer(records, "accuracy", template=template, x="noise_level", y="accuracy")
     spec = renderer.get_filled_template()

@@ -60,5 +60,5 @@ def test_a_method_the_params_do_not_run_is_named(tmp_path: Path) -> None:
     flags += ["--outcomes", "e"]
     result = _stage(tmp_path, "finetune", "0.0", "cls", "lora", *flags)
     assert result.returncode == 2
-    assert "unknown method ['lora']; valid methods: ['advft', 'lp'" in result.stderr
+    assert "unknown method ['lora']; valid methods: ['advft', 'fare', 'lp'" in result.stderr
     assert "torch imported: False" in result.stdout

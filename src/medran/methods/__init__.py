@@ -2,7 +2,8 @@
 method objects, keyed by ``medran.names.METHODS``.
 
 ``lp`` linear probe, ``mlp`` MLP head, ``nmtune`` NMTune's rectifier and regularisers,
-``ran`` NMTune plus an adversarial term (our RAN), ``advft`` adversarial training of the head.
+``ran`` NMTune plus an adversarial term (our RAN), ``advft`` adversarial training of the head;
+``fare`` and ``tecoa``, the reference adversarial defences of CLIP, also fine-tune the encoder.
 Each method's config is its ``finetune.<method>`` params section.
 """
 
@@ -11,10 +12,12 @@ from __future__ import annotations
 from medran.errors import InputError
 from medran.methods.advft import AdvFT
 from medran.methods.base import Method, trainable_parameters
+from medran.methods.fare import FARE
 from medran.methods.lp import LinearProbe
 from medran.methods.mlp import MLPProbe
 from medran.methods.nmtune import NMTune
 from medran.methods.ran import RAN
+from medran.methods.tecoa import TeCoA
 from medran.params import MethodParams
 
 METHODS: dict[str, type[Method]] = {
@@ -23,6 +26,8 @@ METHODS: dict[str, type[Method]] = {
     "nmtune": NMTune,
     "ran": RAN,
     "advft": AdvFT,
+    "fare": FARE,
+    "tecoa": TeCoA,
 }
 
 
@@ -34,6 +39,7 @@ def get_method(name: str, config: MethodParams) -> Method:
 
 
 __all__ = [
+    "FARE",
     "METHODS",
     "RAN",
     "AdvFT",
@@ -41,6 +47,7 @@ __all__ = [
     "MLPProbe",
     "Method",
     "NMTune",
+    "TeCoA",
     "get_method",
     "trainable_parameters",
 ]

@@ -2,13 +2,15 @@
 
 A method is a small object: it says which head it wants, whether it needs NMTune's rectifier,
 whether it needs raw images every step (adversarial methods) or can train on cached encoder
-features, and turns a batch into named losses for the one training loop (``"loss"`` is
-optimised, the rest are logged). Its config is its own section of ``params.yaml``
-(``finetune.<method>``, a class in ``medran.params.finetune``): there is no second definition.
+features, whether it fine-tunes the encoder (``tunes_encoder``: then the model trains a copy
+of it at its own learning rate, and clean evaluation re-encodes), and turns a batch into named
+losses for the one training loop (``"loss"`` is optimised, the rest are logged). Its config
+is its own section of ``params.yaml`` (``finetune.<method>``, a class in
+``medran.params.finetune``): there is no second definition.
 
-The model is a ``FineTuneModel`` (``medran.models.finetune``): a frozen ``encoder``, a
-``rectifier`` (identity unless the method builds one) and a ``head`` taking
-``(features, context)``; ``features``/``forward_features``/``forward`` compose them.
+The model is a ``FineTuneModel`` (``medran.models.finetune``): an ``encoder`` (frozen unless
+the method tunes it), a ``rectifier`` (identity unless the method builds one) and a ``head``
+taking ``(features, context)``; ``features``/``forward_features``/``forward`` compose them.
 A batch is a mapping with ``targets``, optional ``context`` (question token features for
 VQA) and either ``z`` (cached encoder features) or ``images`` ((B, 3, H, W) in [0, 1]).
 """
@@ -18,14 +20,18 @@ from __future__ import annotations
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
-from medran.attacks.pgd import Budget, eval_mode, pgd
+from medran.attacks.pgd import Budget, Score, eval_mode, pgd
 from medran.errors import InputError
 from medran.params import AttackParams, MethodParams
+
+if TYPE_CHECKING:  # for type hints only
+    from medran.models.factory import ClipModel
+    from medran.tasks.base import Task
 
 Batch = Mapping[str, Any]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, targets) -> scalar
@@ -39,6 +45,9 @@ class Method(ABC):
     config_class: ClassVar[type[MethodParams]] = MethodParams
     default_head: ClassVar[str] = "linear"
     needs_rectifier: ClassVar[bool] = False
+    # True: the model trains a copy of the encoder (config ``encoder_lr``, an
+    # ``EncoderTuningParams``), which is saved with the model; clean evaluation re-encodes.
+    tunes_encoder: ClassVar[bool] = False
 
     def __init__(self, config: MethodParams):
         if not isinstance(config, self.config_class):
@@ -58,9 +67,22 @@ class Method(ABC):
         """True when every step needs raw images (no training on cached features)."""
         return False
 
+    @property
+    def group_lrs(self) -> dict[str, float]:
+        """Learning rates of the model's parameters whose name starts with a key (the rest
+        use the config's ``lr``): the tuned encoder's ``encoder_lr``."""
+        return {"encoder.": self.config.encoder_lr} if self.tunes_encoder else {}
+
     def build_rectifier(self, dim: int) -> nn.Module:
         """The feature rectifier for ``dim``-dimensional features; identity by default."""
         return nn.Identity()
+
+    def build_head(
+        self, task: Task, encoder: nn.Module, clip: ClipModel, options: dict[str, Any]
+    ) -> nn.Module:
+        """A new head for ``task`` on ``encoder``: the task's head of :attr:`head_type`, with
+        ``options`` (the ``finetune`` head params), by default."""
+        return task.build_head(self.head_type, encoder, clip, **options)
 
     @abstractmethod
     def losses(self, model: nn.Module, batch: Batch, loss_fn: LossFn) -> dict[str, torch.Tensor]:
@@ -95,19 +117,28 @@ def require_images(batch: Batch, method: str) -> torch.Tensor:
     return batch["images"]
 
 
-def craft(
-    model: nn.Module, batch: Batch, loss_fn: LossFn, config: AttackParams, method: str
+def attack(
+    model: nn.Module, images: torch.Tensor, score: Score, config: AttackParams
 ) -> torch.Tensor:
-    """PGD examples against the current model (encoder + rectifier + head), in eval mode.
+    """PGD ascent of ``score`` (adversarial images -> score) from a random start, with the
+    method's training budget (``config``, 1/255 units), ``model`` in eval mode.
 
     Eval mode makes BatchNorm use its running statistics, so crafting neither depends on the
     batch's composition nor updates them; every module's mode is restored afterwards. Random
     starts come from the global RNG, which the loop seeds and checkpoints.
     """
-    images, targets, context = require_images(batch, method), batch["targets"], batch.get("context")
     budget = Budget(config.eps / 255, config.step_size / 255, config.steps, random_start=True)
     with eval_mode(model):
-        return pgd(lambda adv: loss_fn(model(adv, context), targets), images, budget)
+        return pgd(score, images, budget)
+
+
+def craft(
+    model: nn.Module, batch: Batch, loss_fn: LossFn, config: AttackParams, method: str
+) -> torch.Tensor:
+    """PGD examples against the current model (encoder + rectifier + head) and the task loss
+    (see :func:`attack`)."""
+    images, targets, context = require_images(batch, method), batch["targets"], batch.get("context")
+    return attack(model, images, lambda adv: loss_fn(model(adv, context), targets), config)
 
 
 def trainable_parameters(model: nn.Module) -> tuple[int, float]:

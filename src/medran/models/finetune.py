@@ -1,10 +1,12 @@
-"""The downstream model every fine-tuning method trains: frozen encoder -> rectifier -> head.
+"""The downstream model every fine-tuning method trains: encoder -> rectifier -> head.
 
 ``FineTuneModel`` is the contract between tasks, methods and robust evaluation:
 
-- ``encoder``: frozen (no parameter gradients, always in eval mode) but differentiable with
-  respect to its input, so PGD can attack the whole model. It takes images in [0, 1] and
-  normalises inside, so an attack's eps is in pixel space.
+- ``encoder``: always in eval mode (no dropout, fixed BatchNorm statistics) and differentiable
+  with respect to its input, so PGD can attack the whole model. It takes images in [0, 1] and
+  normalises inside, so an attack's eps is in pixel space. Frozen in place (no parameter
+  gradients) unless ``tune_encoder``: then the model trains a deep copy of it, and the
+  pre-trained model it came from never changes.
 - ``rectifier``: ``nn.Identity()`` for lp/mlp/advft, the residual rectifier for nmtune/ran.
 - ``head``: ``head(features, context)``; ``context`` is ``None`` for classification and a
   :class:`QuestionContext` for VQA.
@@ -22,6 +24,8 @@ Encoders built from a :class:`~medran.models.factory.ClipModel`:
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import inspect
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -48,20 +52,45 @@ class QuestionContext(NamedTuple):
 
 
 class FineTuneModel(nn.Module):
-    """``head(rectifier(encoder(images)), context)`` with the encoder frozen in place."""
+    """``head(rectifier(encoder(images)), context)``; the encoder frozen in place, or a trained
+    copy of it with ``tune_encoder``.
 
-    def __init__(self, encoder: nn.Module, head: nn.Module, rectifier: nn.Module | None = None):
+    ``encoder_hash`` is the hash of the pre-trained encoder the model was built on (taken
+    before any tuning), which a released model is checked against when it is loaded.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: nn.Module,
+        rectifier: nn.Module | None = None,
+        tune_encoder: bool = False,
+    ):
         super().__init__()
+        self.encoder_hash = weights_hash(encoder)
+        self.tune_encoder = tune_encoder
+        if tune_encoder:
+            # A copy: the encoder shares its weights with the ClipModel, which other seeds and
+            # models of the level reuse and which must stay the pre-trained model.
+            encoder = copy.deepcopy(encoder)
         self.encoder = encoder.eval()
-        # Frozen in place: the encoder usually shares its weights with the ClipModel it
-        # came from, which is then frozen too (it is not trained downstream anyway).
+        # Untuned, frozen in place: the encoder usually shares its weights with the ClipModel
+        # it came from, which is then frozen too (it is not trained downstream anyway).
         for p in self.encoder.parameters():
-            p.requires_grad_(False)
+            p.requires_grad_(tune_encoder)
+        if tune_encoder:
+            _freeze_unused(self.encoder)
         self.rectifier = rectifier if rectifier is not None else nn.Identity()
         self.head = head
 
+    @property
+    def trained_parts(self) -> tuple[str, ...]:
+        """The submodules fine-tuning changes, hence what a released model saves."""
+        return ("encoder", "rectifier", "head") if self.tune_encoder else ("rectifier", "head")
+
     def train(self, mode: bool = True) -> FineTuneModel:
-        """Train rectifier and head; the encoder stays in eval mode (no dropout, fixed norms)."""
+        """Train rectifier and head (and a tuned encoder's weights); the encoder stays in eval
+        mode (no dropout, fixed BatchNorm statistics)."""
         super().train(mode)
         self.encoder.eval()
         return self
@@ -76,12 +105,38 @@ class FineTuneModel(nn.Module):
         return self.forward_features(self.features(images), context)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Rectifier and head weights only: what a fine-tuning run needs to save."""
+        """The weights of :attr:`trained_parts`: what a fine-tuning run needs to save."""
         return {
             f"{prefix}.{k}": v
-            for prefix in ("rectifier", "head")
+            for prefix in self.trained_parts
             for k, v in getattr(self, prefix).state_dict().items()
         }
+
+
+def _freeze_unused(encoder: nn.Module) -> None:
+    """Freeze the parameters the encoder's output does not depend on (a ResNet tower's
+    attention pool, or a ViT's projection, when the encoder gives patch tokens): they never
+    train, so they are neither optimised nor counted as trainable."""
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    size = getattr(encoder, "size", None)
+    if not params or size is None:
+        return
+    probe = torch.zeros(1, 3, size, size, device=params[0].device)
+    with torch.enable_grad():
+        grads = torch.autograd.grad(encoder(probe).sum(), params, allow_unused=True)
+    for p, grad in zip(params, grads, strict=True):
+        if grad is None:
+            p.requires_grad_(False)
+
+
+def weights_hash(module: nn.Module) -> str:
+    """A digest of a module's parameters and buffers (names, shapes, dtypes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 class _ResizeNormalize(ImageEncoder):

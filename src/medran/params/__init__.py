@@ -29,9 +29,13 @@ from medran.params.data import (
     ValidateDataParams,
 )
 from medran.params.evaluation import (
+    APGDParams,
     BootstrapParams,
+    CalibrateRobustParams,
     ClaimsParams,
     EvalRobustParams,
+    PGDParams,
+    PresetParams,
     ReportParams,
 )
 from medran.params.finetune import (
@@ -39,11 +43,14 @@ from medran.params.finetune import (
     AttackParams,
     ClsTaskParams,
     CoAttentionParams,
+    EncoderTuningParams,
+    FAREParams,
     FinetuneParams,
     MethodParams,
     MlpHeadParams,
     NMTuneParams,
     RANParams,
+    TeCoAParams,
 )
 from medran.params.training import EvalUpstreamParams, PretrainParams, ProbeParams
 
@@ -63,6 +70,7 @@ class Params(Section):
     eval_upstream: EvalUpstreamParams
     finetune: FinetuneParams
     eval_robust: EvalRobustParams
+    calibrate_robust: CalibrateRobustParams
     report: ReportParams
 
     @field_validator("noise_levels")
@@ -97,6 +105,11 @@ class Params(Section):
             raise ValueError(
                 f"build_noisy.caption {caption!r} needs attack_captions.backend "
                 f"{'captioner' if caption == 'captioner' else 'rules or llm'}, got {backend!r}"
+            )
+        if self.calibrate_robust.level not in self.noise_levels:
+            raise ValueError(
+                f"calibrate_robust.level {self.calibrate_robust.level} is not in noise_levels "
+                f"{self.noise_levels}"
             )
         return self
 
@@ -155,26 +168,32 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 __all__ = [
     "PAIRING_RULES",
+    "APGDParams",
     "AdvFTParams",
     "AttackCaptionsParams",
     "AttackImagesParams",
     "AttackParams",
     "BootstrapParams",
     "BuildNoisyParams",
+    "CalibrateRobustParams",
     "CaptionerParams",
     "ClaimsParams",
     "ClsTaskParams",
     "CoAttentionParams",
+    "EncoderTuningParams",
     "EvalRobustParams",
     "EvalUpstreamParams",
+    "FAREParams",
     "FinetuneParams",
     "LlmParams",
     "MethodParams",
     "MlpHeadParams",
     "NMTuneParams",
+    "PGDParams",
     "Params",
     "ParamsError",
     "PrepareDataParams",
+    "PresetParams",
     "ProbeParams",
     "RANParams",
     "ReportParams",
@@ -182,6 +201,7 @@ __all__ = [
     "SourceSpec",
     "SplitFractions",
     "SynthesizeParams",
+    "TeCoAParams",
     "TrainSurrogateParams",
     "ValidateDataParams",
     "check_choices",

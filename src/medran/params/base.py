@@ -6,6 +6,7 @@ every value the code reads and no default can silently disagree with it.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -34,6 +35,24 @@ def check_choices(kind: str, values: Sequence[str], registry: Iterable[str]) -> 
 def distinct(key: str, value: list[Any]) -> list[Any]:
     if len(set(value)) != len(value):
         raise ValueError(f"{key} must be distinct, got {value}")
+    return value
+
+
+def check_prompts(value: list[str]) -> list[str]:
+    """Prompt templates for class names: a non-empty list, each with exactly one ``{}`` for the
+    (lower-cased) label and no other replacement field, so ``template.format(label)`` works."""
+    bad = []
+    for template in value:
+        try:
+            fields = [
+                (n, spec) for _, n, spec, _ in string.Formatter().parse(template) if n is not None
+            ]
+        except ValueError:  # an unmatched brace
+            fields = []
+        if fields != [("", "")]:
+            bad.append(template)
+    if bad or not value:
+        raise ValueError(f"each prompt needs exactly one '{{}}' for the label; bad: {bad}")
     return value
 
 

@@ -6,22 +6,73 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medran.params.base import Section, distinct
+from medran.names import ATTACKS, FULL_PRESET
+from medran.params.base import Section, check_choices, distinct
+
+
+class APGDParams(Section):
+    """APGD-CE and APGD-T (AutoAttack: 100 steps, 1 restart, 9 targets)."""
+
+    steps: int = Field(ge=1)
+    restarts: int = Field(ge=1)
+    targets: int = Field(ge=1)  # APGD-T's target classes per example
+
+
+class PGDParams(Section):
+    """PGD with random starts; step = step_fraction x eps."""
+
+    steps: int = Field(ge=1)
+    restarts: int = Field(ge=1)
+    step_fraction: float = Field(gt=0.0)
+
+
+class PresetParams(Section):
+    """One robust-evaluation protocol (docs/study.md, "Robust protocol")."""
+
+    attacks: list[str]  # from ATTACKS, run in this order on what the earlier ones left right
+    max_examples: int = Field(ge=0)  # test rows attacked per model; 0: the whole test split
+    apgd: APGDParams
+    pgd: PGDParams
+
+    @field_validator("attacks")
+    @classmethod
+    def _attacks(cls, value: list[str]) -> list[str]:
+        check_choices("attack", value, ATTACKS)
+        return distinct("attacks", value)
+
+    def describe(self, name: str) -> str:
+        """One sentence for the report: the attacks, iterations, restarts and examples."""
+        apgd, pgd = self.apgd, self.pgd
+        runs = {
+            "apgd-ce": f"APGD-CE ({apgd.steps} steps, {apgd.restarts} restart(s))",
+            "apgd-t": f"APGD-T ({apgd.steps} steps, {apgd.targets} target classes, "
+            f"{apgd.restarts} restart(s))",
+            "pgd": f"PGD ({pgd.steps} steps of {pgd.step_fraction:g} x eps from a random start, "
+            f"{pgd.restarts} restart(s))",
+        }
+        where = (
+            f"up to {self.max_examples} test examples per model"
+            if self.max_examples
+            else "the whole test split"
+        )
+        attacks = ", then ".join(runs[a] for a in self.attacks)
+        return (
+            f"preset `{name}`, white-box L∞ on the whole model: {attacks}, each on the "
+            f"examples the earlier attacks and smaller budgets left right, on {where}"
+        )
 
 
 class EvalRobustParams(Section):
-    """White-box PGD against each fine-tuned model (docs/architecture.md, "Evaluation");
+    """White-box attacks on each fine-tuned model (docs/study.md, "Robust protocol");
     budgets in 1/255 units."""
 
     eps: list[float]
     # Gradient-masking check: robust accuracy must be near zero at this budget.
     large_eps: float = Field(gt=0.0, le=255.0)
-    steps: int = Field(ge=1)
-    step_fraction: float = Field(gt=0.0)  # PGD step = step_fraction x eps
-    restarts: int = Field(ge=1)
+    preset: str  # the protocol every model is evaluated with, a key of presets
+    presets: dict[str, PresetParams]
     near_zero: float = Field(ge=0.0, le=1.0)
     tolerance: float = Field(ge=0.0, le=1.0)
-    max_examples: int = Field(ge=1)  # test examples (rows) attacked per model
     batch_size: int = Field(ge=1)
     device: Literal["auto", "cpu"]
     seed: int = Field(ge=0)
@@ -42,11 +93,30 @@ class EvalRobustParams(Section):
             raise ValueError(
                 f"large_eps {self.large_eps} must be >= the largest eps {max(self.eps)}"
             )
-        if self.step_fraction * self.large_eps > 255.0:
-            raise ValueError(
-                f"step_fraction {self.step_fraction} x large_eps {self.large_eps} exceeds 255"
-            )
+        for name in (self.preset, FULL_PRESET):
+            if name not in self.presets:
+                raise ValueError(f"preset {name!r} is not defined; presets: {sorted(self.presets)}")
+        for name, preset in self.presets.items():
+            if preset.pgd.step_fraction * self.large_eps > 255.0:
+                raise ValueError(
+                    f"presets.{name}.pgd.step_fraction {preset.pgd.step_fraction} x large_eps "
+                    f"{self.large_eps} exceeds 255"
+                )
         return self
+
+    @property
+    def protocol(self) -> PresetParams:
+        """The preset every model is evaluated with."""
+        return self.presets[self.preset]
+
+
+class CalibrateRobustParams(Section):
+    """How far the evaluation's preset is from the full one (docs/study.md, "Robust
+    protocol"): both on a sample, for the first seed of every model of one level."""
+
+    level: float = Field(ge=0.0, le=1.0)  # one of noise_levels
+    examples: int = Field(ge=1)
+    max_gap: float = Field(ge=0.0, le=1.0)  # a larger overestimate is flagged in the report
 
 
 class BootstrapParams(Section):

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from medran.names import HEADS, METHODS, TASKS
-from medran.params.base import Section, check_choices, distinct
+from medran.params.base import Section, check_choices, check_prompts, distinct
 
 
 class MethodParams(Section):
@@ -55,6 +55,30 @@ class AdvFTParams(AttackParams):
 
     head: Literal[HEADS]  # type: ignore[valid-type]
     w_clean: float = Field(ge=0.0)
+
+
+class EncoderTuningParams(AttackParams):
+    """Methods that adversarially fine-tune (a copy of) the image encoder as well as the head:
+    ``encoder_lr`` is the encoder's learning rate (AdamW, same schedule), ``lr`` the head's."""
+
+    encoder_lr: float = Field(gt=0.0, le=1.0)
+
+
+class FAREParams(EncoderTuningParams):
+    """FARE (Schlarmann et al., ICML 2024): the encoder learns || f(x + delta) - f_0(x) ||^2
+    against PGD, the ``head`` is trained on its clean features (gradient stopped there)."""
+
+    head: Literal[HEADS]  # type: ignore[valid-type]
+
+
+class TeCoAParams(EncoderTuningParams):
+    """TeCoA (Mao et al., ICLR 2023): the task loss on PGD examples, encoder and head together;
+    for classification the head is the text embeddings of the class ``prompts`` (each with one
+    ``{}`` for the lower-cased class name, averaged over prompts) plus a per-class bias."""
+
+    prompts: list[str]
+
+    _placeholder = field_validator("prompts")(check_prompts)
 
 
 class ClsTaskParams(Section):
@@ -106,6 +130,8 @@ class FinetuneParams(Section):
     nmtune: NMTuneParams
     ran: RANParams
     advft: AdvFTParams
+    fare: FAREParams
+    tecoa: TeCoAParams
 
     @field_validator("tasks")
     @classmethod

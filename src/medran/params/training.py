@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medran.params.base import Section, check_model
+from medran.params.base import Section, check_model, check_prompts
 
 
 class PretrainParams(Section):
@@ -60,10 +60,4 @@ class EvalUpstreamParams(Section):
     prompts: list[str]
     probe: ProbeParams
 
-    @field_validator("prompts")
-    @classmethod
-    def _placeholder(cls, value: list[str]) -> list[str]:
-        bad = [p for p in value if "{}" not in p]
-        if bad or not value:
-            raise ValueError(f"each prompt needs a '{{}}' for the label; bad: {bad}")
-        return value
+    _placeholder = field_validator("prompts")(check_prompts)

@@ -1,13 +1,14 @@
-"""``eval_robust@<level>``: white-box PGD against every fine-tuned model of one noise level.
+"""``eval_robust@<level>``: white-box attacks against every fine-tuned model of one level.
 
 One stage per level (docs/architecture.md, "Stage granularity": start-up is not free, and the
 models of a level share their pre-trained encoder and test images), one MLflow run per
-evaluated model, tagged with the finetune run it evaluates. Each model is rebuilt from its
-folder (``config.json`` + ``trainable.safetensors``) on the level's pre-trained CLIP and
-attacked as a whole (encoder + rectifier + head) by L-inf PGD with random starts at every
-eps, on at most ``max_examples`` test rows (a seeded subset, the same for every model). For
-VQA the question is fixed and the attack maximises the answer loss. The gradient-masking
-checks of ``medran.evaluation.robust`` are reported as flags.
+evaluated model, tagged with the finetune run it evaluates and the preset. Each model is
+rebuilt from its folder (``config.json`` + ``trainable.safetensors``) on the level's
+pre-trained CLIP and attacked as a whole (encoder + rectifier + head) by the preset's attacks
+(``eval_robust.preset``, docs/study.md "Robust protocol") at every eps, on at most its
+``max_examples`` test rows (a seeded subset, the same for every model). For VQA the question
+is fixed and follows its example. The gradient-masking checks of
+``medran.evaluation.robust`` are reported as flags.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ from medran.contracts import (
 )
 from medran.devices import pick_device
 from medran.errors import InputError
+from medran.evaluation.protocol import check_protocol
 from medran.evaluation.robust import RobustReport, robust_metrics
 from medran.evaluation.seeds import summarize_seeds
 from medran.models.factory import ClipModel, load_local_dir
 from medran.models.finetuned import load_finetuned, read_config, seed_dir
-from medran.params import EvalRobustParams, Params
+from medran.params import EvalRobustParams, Params, PresetParams
 from medran.tasks import Split, Task, make_task
 from medran.tracking import stage_run
 
@@ -55,11 +57,15 @@ class Level:
     device: str
     inputs: dict[str, Path]  # declared to MLflow (plus each model's own folder)
     experiment: str
+    preset_name: str  # the attacks every model is evaluated with, a key of params.presets
+    stage: str = ""  # the MLflow run name
+
+    def __post_init__(self) -> None:
+        self.stage = self.stage or stage_id("eval_robust", self.level)
 
     @property
-    def stage(self) -> str:
-        """``eval_robust@<level>``, also the MLflow run name."""
-        return stage_id("eval_robust", self.level)
+    def preset(self) -> PresetParams:
+        return self.params.presets[self.preset_name]
 
 
 def run(params: Params, *, paths: EvalRobustPaths, level: float) -> dict[str, float]:
@@ -71,20 +77,12 @@ def run(params: Params, *, paths: EvalRobustPaths, level: float) -> dict[str, fl
         for s in seeds
     }
     configs = {key: read_config(folder) for key, folder in folders.items()}  # all, before work
-    section = params.eval_robust
-    device = pick_device(section.device)
-    clip = load_local_dir(paths.pretrain)
-    clip.model.to(device)
-    prepared = paths.data / layout.PREPARED
-    inputs = {"prepared": prepared, "pretrain": paths.pretrain}
-    ctx = Level(section, level, clip, device, inputs, params.experiment)
-
+    ctx = load_level(params, level, paths.data, paths.pretrain)
+    loaded = load_tasks(ctx, tasks, configs, paths.finetune)
     metrics: dict[str, float] = {}
     outcomes: dict[str, np.ndarray] = {}
-    for task_name in tasks:
-        task = make_task(task_name, prepared, **task_options(task_name, configs, paths.finetune))
-        test = task.with_context(task.load_split("test", clip.image_size), clip)
-        rows = examples(len(test), section.max_examples, section.seed)
+    for task_name, (task, test) in loaded.items():
+        rows = examples(len(test), ctx.preset.max_examples, ctx.params.seed)
         outcomes[f"{task_name}.rows"] = test.rows["id"].to_numpy(str)[rows]  # attacked rows
         for method in methods:
             model = {seed: folders[(task_name, method, seed)] for seed in seeds}
@@ -98,6 +96,28 @@ def run(params: Params, *, paths: EvalRobustPaths, level: float) -> dict[str, fl
     metrics[GRADIENT_MASKING] = float(max(flags))
     metrics["n_models"] = float(len(folders))
     return metrics
+
+
+def load_level(params: Params, level: float, data: Path, pretrain: Path) -> Level:
+    """The level's pre-trained CLIP on the evaluation's device, and its inputs."""
+    section = params.eval_robust
+    device = pick_device(section.device)
+    clip = load_local_dir(pretrain)
+    clip.model.to(device)
+    inputs = {"prepared": data / layout.PREPARED, "pretrain": pretrain}
+    return Level(section, level, clip, device, inputs, params.experiment, section.preset)
+
+
+def load_tasks(
+    ctx: Level, tasks: list[str], configs: dict[tuple[str, str, int], FinetunedConfig], root: Path
+) -> dict[str, tuple[Task, Split]]:
+    """Each task and its test split, the preset checked against it before any attack."""
+    out = {}
+    for name in tasks:
+        task = make_task(name, ctx.inputs["prepared"], **task_options(name, configs, root))
+        check_protocol(ctx.preset, len(task.classes), name)
+        out[name] = task, task.with_context(task.load_split("test", ctx.clip.image_size), ctx.clip)
+    return out
 
 
 def task_options(
@@ -138,6 +158,7 @@ def evaluate_logged(
         "method": config.method,
         "seed": config.seed,
         "upstream_run_id": read_run_id(folder),
+        "preset": ctx.preset_name,
     }
     inputs = ctx.inputs | {"finetune": folder.parent}  # the finetune stage's output folder
     with stage_run(ctx.stage, ctx.experiment, ctx.params, inputs, tags) as tracker:
@@ -147,8 +168,9 @@ def evaluate_logged(
 
 
 def examples(n: int, max_examples: int, seed: int) -> list[int]:
-    """A seeded subset of ``max_examples`` of ``n`` rows, in row order (all when fewer)."""
-    if n <= max_examples:
+    """A seeded subset of ``max_examples`` of ``n`` rows, in row order (all when fewer, or
+    when ``max_examples`` is 0)."""
+    if not max_examples or n <= max_examples:
         return list(range(n))
     chosen = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_examples]
     return sorted(chosen.tolist())
@@ -161,7 +183,7 @@ def evaluate(
     start, params = time.perf_counter(), ctx.params
     model = load_finetuned(folder, ctx.clip, task).to(ctx.device)
     batches = DataLoader(Subset(test, rows), batch_size=params.batch_size, shuffle=False)
-    report = robust_metrics(model, batches, task, params, device=ctx.device)
+    report = robust_metrics(model, batches, task, params, ctx.device, ctx.preset)
     result = report.as_metrics()
     result["wall_time_s"] = time.perf_counter() - start
     log.info("%s: clean %.3f, robust %s", folder, report.clean_accuracy, report.robust_accuracy)

@@ -4,9 +4,12 @@ Loads the CLIP of ``pretrain@<level>``, builds the task's frozen encoder, the me
 rectifier and a new head, and trains rectifier and head with the one Accelerate loop, once per
 seed. Encoder features are computed once per (split, encoder weights) and cached in a plain
 folder (not a DVC output: it is content-addressed, so a stale entry is never read): methods on
-frozen features train on them, and every method is evaluated on them (the encoder is frozen,
-so clean logits are the same either way). Adversarial methods (``ran``, ``advft``) also get
-each row's image, which every step attacks through the whole model.
+frozen features train on them, and every method with a frozen encoder is evaluated on them
+(clean logits are the same either way). Adversarial methods (``ran``, ``advft``, ``fare``,
+``tecoa``) also get each row's image, which every step attacks through the whole model.
+Methods that tune a copy of the encoder (``fare``, ``tecoa``; at its own learning rate) read
+the cached pre-trained features only as FARE's target, and are evaluated on val and test
+re-encoded by their tuned encoder (never cached: the features are the seed's own).
 
 Each seed is one MLflow run named after the stage, tagged with its lineage
 (``upstream_run_id`` = the pretrain run) and writes ``<out>/seed-<seed>/``: the trainable
@@ -217,7 +220,8 @@ def train_seed(job: Job, seed: int, folder: Path) -> tuple[dict[str, float], dic
         metrics[contracts.FINAL_LOSS] = steps[-1][1]["loss"] if steps else float("nan")
         for name in ("val", "test"):
             if len(job.splits[name]):
-                scores, per_example = evaluate(model, job.task, job.splits[name], job.params)
+                split = eval_split(model, job, name)
+                scores, per_example = evaluate(model, job.task, split, job.params)
                 metrics |= {f"{name}.{k}": v for k, v in scores.items()}
         outcomes = per_example  # the test split's, evaluated last (it is never empty)
         metrics["wall_time_s"] = time.perf_counter() - start
@@ -228,8 +232,18 @@ def train_seed(job: Job, seed: int, folder: Path) -> tuple[dict[str, float], dic
     return metrics, outcomes
 
 
+def eval_split(model: FineTuneModel, job: Job, name: str) -> Split:
+    """Split ``name`` serving the features ``model`` sees: the cached frozen-encoder ones, or,
+    when the method tuned the encoder, the tuned encoder's (computed here, not cached)."""
+    split = job.splits[name]
+    if not job.method.tunes_encoder:
+        return split
+    return split.with_features(encode_split(model, split.images, job.params.eval_batch_size))
+
+
 def loop_config(params: FinetuneParams, method: Method, seed: int) -> LoopConfig:
-    """The loop's settings: the stage's schedule, the method's optimiser."""
+    """The loop's settings: the stage's schedule, the method's optimiser (and learning rates
+    of its own for parts such as a tuned encoder)."""
     return LoopConfig(
         epochs=params.epochs,
         batch_size=params.batch_size,
@@ -238,6 +252,7 @@ def loop_config(params: FinetuneParams, method: Method, seed: int) -> LoopConfig
         warmup_steps=method.config.warmup_steps,
         seed=seed,
         max_grad_norm=params.max_grad_norm,
+        group_lrs=tuple(method.group_lrs.items()),
     )
 
 
@@ -267,9 +282,9 @@ def run_metadata(job: Job, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
 def evaluate(
     model: FineTuneModel, task: Task, split: Split, params: FinetuneParams
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Clean metrics and per-example outcomes of ``model`` on a split that serves cached
-    features, and the blind ones: each example answered with the image of the one before it
-    (what is left without the right image: for VQA, the question)."""
+    """Clean metrics and per-example outcomes of ``model`` on a split that serves its encoder's
+    features (``eval_split``), and the blind ones: each example answered with the image of the
+    one before it (what is left without the right image: for VQA, the question)."""
     logits = predict_logits(model, split, params.eval_batch_size)
     metrics = task.metrics(logits, split.targets, split.rows)
     outcomes = task.outcomes(logits, split.targets)

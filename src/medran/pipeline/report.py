@@ -22,11 +22,12 @@ from medran.errors import InputError
 from medran.fsutil import write_json
 from medran.params import Params, ReportParams
 from medran.reporting import attack_figures, figures, plot_data
-from medran.reporting.claims import ClaimSettings, check_claims
+from medran.reporting.claims import DEFENSES, RAN, ClaimSettings, check_claims
 from medran.reporting.inputs import Expected, Inputs, Problem, read_benchmarks, read_inputs
 from medran.reporting.intervals import Intervals
 from medran.reporting.outcomes import read_outcomes
 from medran.reporting.results import Downstream, baselines, downstream, upstream
+from medran.reporting.robust_tables import method_costs
 from medran.reporting.runs import unfinished_runs
 from medran.reporting.summary import Summary, render
 from medran.tracking import computed_md5, git_commit, stage_run
@@ -119,9 +120,12 @@ def claims_of(params: ReportParams, expected: Expected, inputs: Inputs) -> dict[
     """The paper's claims checked on the outcomes read (``claims.json``)."""
     claims, bootstrap = params.claims, params.bootstrap
     settings = ClaimSettings(claims.eps, claims.max_clean_loss, bootstrap.samples, bootstrap.seed)
-    return check_claims(
+    result = check_claims(
         inputs.outcomes, expected.level_names, expected.tasks, expected.methods, settings
     )
+    compared = [m for m in (RAN, *DEFENSES) if m in expected.methods]
+    result["d"]["costs"] = method_costs(inputs, compared)  # beside the verdict, not in it
+    return result
 
 
 def draw(

@@ -26,6 +26,10 @@ Definitions:
   >= -max_clean_loss (an intersection of tests: no adjustment). ``contradicted`` if for any B,
   at the Bonferroni confidence 1 - 0.05 / (2B), the robust interval is below 0 or the clean
   interval's high end is < -max_clean_loss. Else ``inconclusive``.
+- (d) RAN raises robust accuracy over FARE and TeCoA (the encoder-tuning defenses) at
+  ``eps``. Effects as in (c); ``supported`` if every robust 95% interval is above 0,
+  ``contradicted`` if an adjusted one is below 0, else ``inconclusive``. The clean effects
+  are reported beside them; the report adds each method's cost.
 
 A claim whose inputs are missing or inconsistent (a model, its array at ``eps``, the levels it
 needs, unequal seed or example counts) is ``not testable`` with the reason; never an error.
@@ -34,13 +38,20 @@ needs, unequal seed or example counts) is ``not testable`` with the reason; neve
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-import numpy as np
-
-from medran.evaluation.bootstrap import CONFIDENCE, Draw, bootstrap
-from medran.reporting.outcomes import ModelOutcomes, attacked_set, test_set
+from medran.evaluation.bootstrap import CONFIDENCE
+from medran.reporting.effects import (
+    CLEAN,
+    ROBUST,
+    ClaimConfig,
+    ClaimData,
+    ClaimSettings,
+    NotTestable,
+    Outcomes,
+    Side,
+    needs,
+)
 
 SUPPORTED, CONTRADICTED = "supported", "contradicted"
 INCONCLUSIVE, NOT_TESTABLE = "inconclusive", "not testable"
@@ -50,150 +61,11 @@ CLAIMS = {
     "b": "The highest noise level lowers clean downstream performance relative to level 0.",
     "c": "RAN raises robust accuracy over lp, mlp and nmtune at {eps:g}/255 while losing at "
     "most {loss:g} of clean accuracy.",
+    "d": "RAN, which trains a head on a frozen encoder, raises robust accuracy at {eps:g}/255 "
+    "over FARE and TeCoA, which fine-tune the whole image encoder.",
 }
-RAN, BASELINES = "ran", ("lp", "mlp", "nmtune")
-ROBUST, CLEAN = "robust", "clean"
+RAN, BASELINES, DEFENSES = "ran", ("lp", "mlp", "nmtune"), ("fare", "tecoa")
 ALPHA = 1 - CONFIDENCE
-
-Key = tuple[str, str, str]  # (level name, task, method)
-Need = tuple[Key, str]  # a model and a metric
-Outcomes = Mapping[Key, ModelOutcomes]
-
-
-@dataclass(frozen=True)
-class ClaimSettings:
-    eps: float  # the budget (1/255 units) claims (a) and (c) read robust accuracy at
-    max_clean_loss: float  # claim (c): clean points RAN may lose
-    samples: int  # bootstrap draws
-    seed: int  # bootstrap stream
-
-
-class _NotTestable(Exception):
-    """Internal: a claim's inputs do not allow a test; the message is the reason."""
-
-
-@dataclass(frozen=True)
-class _Side:
-    """One side of an effect: the mean over models of each model's mean outcome."""
-
-    label: str
-    arrays: tuple[tuple[np.ndarray, str], ...]
-
-    def value(self, draw: Draw) -> float:
-        return float(np.mean([draw.take(array, name).mean() for array, name in self.arrays]))
-
-    def observed(self) -> float:
-        return float(np.mean([array.mean() for array, _ in self.arrays]))
-
-
-@dataclass(frozen=True)
-class _Data:
-    """A claim's arrays, and the example-set sizes and seed count all its draws share."""
-
-    arrays: Mapping[Need, tuple[np.ndarray, str]]
-    sizes: dict[str, int]
-    n_seeds: int
-    settings: ClaimSettings
-
-    def side(self, label: str, needs: Sequence[Need]) -> _Side:
-        return _Side(label, tuple(self.arrays[need] for need in needs))
-
-    def effect(self, name: str, plus: _Side, minus: _Side, confidence: float) -> dict:
-        """``plus - minus`` on the data, its 95% and its decision interval."""
-        samples, seed = self.settings.samples, self.settings.seed
-
-        def statistic(draw: Draw) -> float:
-            return plus.value(draw) - minus.value(draw)
-
-        estimate = bootstrap(statistic, self.sizes, self.n_seeds, samples, seed)
-        (low, high), (d_low, d_high) = estimate.interval(), estimate.interval(confidence)
-        return {
-            "name": name,
-            "compared": {plus.label: _num(plus.observed()), minus.label: _num(minus.observed())},
-            **{"effect": _num(estimate.value), "ci_low": _num(low), "ci_high": _num(high)},
-            **{"decision_ci_low": _num(d_low), "decision_ci_high": _num(d_high)},
-            "decision_confidence": confidence,
-        }
-
-
-@dataclass(frozen=True)
-class _Config:
-    """What :func:`check_claims` was asked to check."""
-
-    outcomes: Outcomes
-    levels: tuple[str, ...]
-    tasks: tuple[str, ...]
-    methods: tuple[str, ...]
-    settings: ClaimSettings
-
-    def models(self, methods: Sequence[str] | None = None) -> list[tuple[str, str]]:
-        """Every (task, method) of ``methods`` (default: all configured)."""
-        return [(t, m) for t in self.tasks for m in (self.methods if methods is None else methods)]
-
-    def gather(self, needs: Sequence[Need]) -> _Data:
-        """The arrays ``needs`` names; any missing make the claim not testable."""
-        arrays, missing, eps = {}, [], self.settings.eps
-        for need in needs:
-            found = _lookup(self.outcomes, need, eps)
-            if found is None:
-                what = "outcomes" if need[0] not in self.outcomes else f"robust at eps {eps}"
-                missing.append(f"{_name(need[0])} ({what})")
-            else:
-                arrays[need] = found
-        if missing:
-            raise _NotTestable(self._why_missing(needs, arrays, missing))
-        if not arrays:
-            raise _NotTestable("no models configured (levels, tasks or methods are empty)")
-        return _Data(arrays, *_shapes(arrays), self.settings)
-
-    def _why_missing(self, needs: Sequence[Need], found: Mapping, missing: list[str]) -> str:
-        """A run that attacked no model at eps says so once instead of naming every model."""
-        every_model = all(key in self.outcomes for key, _ in needs)
-        if every_model and not any(metric == ROBUST for _, metric in found):
-            return f"no model was attacked at {self.settings.eps:g}/255 (not in eval_robust.eps)"
-        return f"missing input: {', '.join(dict.fromkeys(missing))}"
-
-
-def _needs(
-    levels: Sequence[str], models: Sequence[tuple[str, str]], metrics: Sequence[str]
-) -> list[Need]:
-    """Each metric of each model, every model at every level."""
-    return [((lv, t, m), metric) for lv in levels for t, m in models for metric in metrics]
-
-
-def _num(value: float) -> float | None:
-    """JSON has no NaN: an undefined number is None."""
-    return None if math.isnan(value) else float(value)
-
-
-def _name(key: Key) -> str:
-    return "-".join(key)
-
-
-def _lookup(outcomes: Outcomes, need: Need, eps: float) -> tuple[np.ndarray, str] | None:
-    (_, task, _), metric = need
-    model = outcomes.get(need[0])
-    if model is None:
-        return None
-    if metric == CLEAN:
-        return np.asarray(model.clean, dtype=float), test_set(task)
-    array = model.robust.get(eps)
-    return None if array is None else (np.asarray(array, dtype=float), attacked_set(task))
-
-
-def _shapes(arrays: Mapping[Need, tuple[np.ndarray, str]]) -> tuple[dict[str, int], int]:
-    """Example-set sizes and the seed count, which every array must agree on."""
-    sizes: dict[str, int] = {}
-    seeds: dict[int, str] = {}
-    for (key, metric), (array, example_set) in arrays.items():
-        if array.ndim != 2 or 0 in array.shape:
-            raise _NotTestable(f"{_name(key)} {metric}: shape {array.shape}, no seeds x examples")
-        seeds.setdefault(array.shape[0], _name(key))
-        if sizes.setdefault(example_set, array.shape[1]) != array.shape[1]:
-            raise _NotTestable(f"{_name(key)} {metric}: models differ in size of {example_set}")
-    if len(seeds) > 1:
-        raise _NotTestable(f"models differ in their number of seeds: {seeds}")
-    return dict(sorted(sizes.items())), next(iter(seeds))
 
 
 def _levels(levels: Sequence[str]) -> tuple[str, list[str], str]:
@@ -201,13 +73,13 @@ def _levels(levels: Sequence[str]) -> tuple[str, list[str], str]:
     try:
         ordered = sorted(levels, key=float)
     except ValueError as e:
-        raise _NotTestable(f"a level name is not a number: {e}") from e
+        raise NotTestable(f"a level name is not a number: {e}") from e
     zero = next((level for level in ordered if float(level) == 0), None)
     if zero is None:
-        raise _NotTestable(f"no level 0 among {ordered}")
+        raise NotTestable(f"no level 0 among {ordered}")
     top = ordered[-1]
     if float(top) <= 0:
-        raise _NotTestable(f"no level above 0 among {ordered}")
+        raise NotTestable(f"no level above 0 among {ordered}")
     return zero, [level for level in ordered if 0 < float(level) < float(top)], top
 
 
@@ -229,16 +101,18 @@ def _below(effect: dict, bound: float = 0.0, adjusted: bool = True) -> bool:
     return high is not None and high < bound
 
 
-def _versus(data: _Data, config: _Config, levels: tuple[str, str], metric: str) -> list[_Side]:
+def _versus(
+    data: ClaimData, config: ClaimConfig, levels: tuple[str, str], metric: str
+) -> list[Side]:
     """The level statistics of ``metric`` at the two ``levels``, each over every model."""
-    return [data.side(f"level {lv}", _needs([lv], config.models(), [metric])) for lv in levels]
+    return [data.side(f"level {lv}", needs([lv], config.models(), [metric])) for lv in levels]
 
 
-def _claim_a(config: _Config) -> dict:
+def _claim_a(config: ClaimConfig) -> dict:
     zero, middle, top = _levels(config.levels)
     if not middle:
-        raise _NotTestable(f"no level strictly between {zero} and {top}")
-    data = config.gather(_needs([zero, *middle], config.models(), (ROBUST, CLEAN)))
+        raise NotTestable(f"no level strictly between {zero} and {top}")
+    data = config.gather(needs([zero, *middle], config.models(), (ROBUST, CLEAN)))
     confidence = 1 - ALPHA / (2 * len(middle))
     effects = [
         data.effect(f"{label} {lv} vs {zero}", *_versus(data, config, (lv, zero), x), confidence)
@@ -268,9 +142,9 @@ def _order(value: float | None) -> float:
     return -math.inf if value is None else value
 
 
-def _claim_b(config: _Config) -> dict:
+def _claim_b(config: ClaimConfig) -> dict:
     zero, _, top = _levels(config.levels)
-    data = config.gather(_needs([zero, top], config.models(), [CLEAN]))
+    data = config.gather(needs([zero, top], config.models(), [CLEAN]))
     sides = _versus(data, config, (top, zero), CLEAN)
     effect = data.effect(f"clean {top} vs {zero}", *sides, CONFIDENCE)
     if _below(effect):
@@ -283,27 +157,52 @@ def _claim_b(config: _Config) -> dict:
     return {"verdict": verdict, "reason": reason, "effects": [effect], "levels": [zero, top]}
 
 
-def _claim_c(config: _Config) -> dict:
-    baselines = [b for b in BASELINES if b in config.methods]
+def _against(
+    config: ClaimConfig, wanted: Sequence[str]
+) -> tuple[list[str], list[dict], list[dict]]:
+    """RAN against each of ``wanted`` present: robust and clean effects, each side the mean
+    over every level x task, at the Bonferroni confidence over the baselines."""
+    baselines = [b for b in wanted if b in config.methods]
     if RAN not in config.methods or not baselines:
         methods = list(config.methods)
-        raise _NotTestable(f"needs {RAN} and one of {', '.join(BASELINES)} among {methods}")
-    data = config.gather(_needs(config.levels, config.models((RAN, *baselines)), (ROBUST, CLEAN)))
+        raise NotTestable(f"needs {RAN} and one of {', '.join(wanted)} among {methods}")
+    data = config.gather(needs(config.levels, config.models((RAN, *baselines)), (ROBUST, CLEAN)))
     confidence = 1 - ALPHA / (2 * len(baselines))
 
     def effect(metric: str, baseline: str) -> dict:
         sides = [
-            data.side(m, _needs(config.levels, config.models([m]), [metric]))
+            data.side(m, needs(config.levels, config.models([m]), [metric]))
             for m in (RAN, baseline)
         ]
         return data.effect(f"{metric} {RAN} vs {baseline}", *sides, confidence)
 
     robust = [effect(ROBUST, b) for b in baselines]
-    clean = [effect(CLEAN, b) for b in baselines]
+    return baselines, robust, [effect(CLEAN, b) for b in baselines]
+
+
+def _claim_c(config: ClaimConfig) -> dict:
+    baselines, robust, clean = _against(config, BASELINES)
     verdict, reason = _verdict_c(robust, clean, -config.settings.max_clean_loss)
     return {"verdict": verdict, "reason": reason, "effects": robust + clean} | {
         "baselines": baselines,
         "missing_baselines": [b for b in BASELINES if b not in baselines],
+        "levels": list(config.levels),
+    }
+
+
+def _claim_d(config: ClaimConfig) -> dict:
+    defenses, robust, clean = _against(config, DEFENSES)
+    if all(_above(e, adjusted=False) for e in robust):
+        verdict, reason = SUPPORTED, "every robust 95% interval lies above 0."
+    elif any(_below(e) for e in robust):
+        worse = "; ".join(_fmt(e) for e in robust if _below(e))
+        verdict, reason = CONTRADICTED, f"adjusted interval below 0: {worse}."
+    else:
+        undecided = "; ".join(_fmt(e, adjusted=False) for e in robust)
+        verdict, reason = INCONCLUSIVE, f"not every robust interval lies above 0: {undecided}."
+    return {"verdict": verdict, "reason": reason, "effects": robust + clean} | {
+        "baselines": defenses,
+        "missing_baselines": [b for b in DEFENSES if b not in defenses],
         "levels": list(config.levels),
     }
 
@@ -334,16 +233,16 @@ def check_claims(
     methods: Sequence[str],
     settings: ClaimSettings,
 ) -> dict[str, dict]:
-    """``{"a": {...}, "b": {...}, "c": {...}}``; JSON-serialisable (floats, strings, lists,
+    """``{"a": {...}, ..., "d": {...}}``; JSON-serialisable (floats, strings, lists,
     dicts, None for an undefined number). A claim that cannot be tested says why."""
     unique = [tuple(dict.fromkeys(names)) for names in (levels, tasks, methods)]
-    config = _Config(outcomes, *unique, settings)
+    config = ClaimConfig(outcomes, *unique, settings)
     claims = {}
-    for name, check in {"a": _claim_a, "b": _claim_b, "c": _claim_c}.items():
+    for name, check in {"a": _claim_a, "b": _claim_b, "c": _claim_c, "d": _claim_d}.items():
         text = CLAIMS[name].format(eps=settings.eps, loss=settings.max_clean_loss)
         head = {"claim": text, "eps": settings.eps, "confidence": CONFIDENCE}
         try:
             claims[name] = head | check(config)
-        except _NotTestable as e:
+        except NotTestable as e:
             claims[name] = head | {"verdict": NOT_TESTABLE, "reason": f"{e}.", "effects": []}
     return claims

@@ -42,7 +42,7 @@ def accuracy_vs_noise(
     figure, axes = panels(1 + len(expected.eps))
     levels = [float(level) for level in expected.level_names]
     mine = [r for r in rows if r.task == task]
-    titles = ["clean"] + [f"PGD eps {e:g}/255" for e in expected.eps]
+    titles = ["clean"] + [f"robust, eps {e:g}/255" for e in expected.eps]
     for i, (ax, title) in enumerate(zip(axes, titles, strict=True)):
         for method in expected.methods:
             by_level = {r.level: r for r in mine if r.method == method}
@@ -75,7 +75,7 @@ def robust_vs_eps(
             ax.plot(xs, ys, marker="o", label=method)
         _style(ax, f"{task}, noise level {level}", "eps (/255)", "accuracy")
     axes[-1].legend(fontsize=7)
-    figure.suptitle(f"{task}: robust accuracy vs PGD budget", fontsize=9)
+    figure.suptitle(f"{task}: robust accuracy vs attack budget", fontsize=9)
     return save(figure, path, dpi)
 
 

@@ -50,17 +50,26 @@ class Expected:
     eps: tuple[float, ...]  # eval_robust budgets, 1/255 units
     recall_at: tuple[int, ...]
     gates: tuple[str, ...]
+    protocol: str  # the robust evaluation's preset, in words
+    calibration_level: float
+    calibration_examples: int
+    max_gap: float  # a larger calibration gap is flagged
 
     @classmethod
     def from_params(cls, params: Params) -> Expected:
+        robust, calibration = params.eval_robust, params.calibrate_robust
         return cls(
             levels=tuple(params.noise_levels),
             tasks=tuple(params.finetune.tasks),
             methods=tuple(params.finetune.methods),
             seeds=tuple(params.finetune.seeds),
-            eps=tuple(params.eval_robust.eps),
+            eps=tuple(robust.eps),
             recall_at=tuple(params.eval_upstream.recall_at),
             gates=names.GATES,
+            protocol=robust.protocol.describe(robust.preset),
+            calibration_level=calibration.level,
+            calibration_examples=calibration.examples,
+            max_gap=calibration.max_gap,
         )
 
     @property
@@ -73,7 +82,7 @@ class Expected:
 
     def stages(self) -> set[str]:
         """The DVC stages (and MLflow run names) whose results the report shows."""
-        found = {"attack_images"}
+        found = {"attack_images", "calibrate_robust"}
         for level in self.levels:
             found |= {stage_id(s, level) for s in ("pretrain", "eval_upstream", "eval_robust")}
             found |= {stage_id("finetune", level, t, m) for t in self.tasks for m in self.methods}
@@ -97,6 +106,7 @@ class Inputs:
     finetune: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     robust: dict[str, dict[str, Any]] = field(default_factory=dict)  # level -> metrics
     attack: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None  # calibrate_robust's metrics
     gates: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     # Per-example outcomes (medran.reporting.outcomes): per (level, task, method), and per
@@ -113,6 +123,7 @@ def read_inputs(reports: Path, expected: Expected) -> Inputs:
     for level in expected.levels:
         _read_level(reader, found, expected, level, recalls)
     found.attack = reader.read("attack_images", [])
+    found.calibration = reader.read("calibrate_robust", [])
     for gate in expected.gates:
         result = reader.read_file(
             gate_id(gate), gate_result_path(gate, reader.reports), ["success"]

@@ -31,7 +31,7 @@ def accuracy_vs_noise(rows: Sequence[Downstream], expected: Expected) -> list[di
     records = []
     for row in rows:
         points = [("clean", row.clean.mean)]
-        points += [(f"PGD eps {e:g}/255", row.robust[e].mean) for e in expected.eps]
+        points += [(f"robust, eps {e:g}/255", row.robust[e].mean) for e in expected.eps]
         for metric, value in points:
             records.append({
                 "panel": f"{row.task}: {metric}",

@@ -67,7 +67,8 @@ MISSING = Stat(NAN, NAN, 0)
 @dataclass(frozen=True)
 class Downstream:
     """One fine-tuned model (all its seeds): clean test accuracy from ``finetune``, accuracy
-    under PGD per eps from ``eval_robust`` with the clean accuracy of the attacked subset."""
+    under the robust protocol per eps from ``eval_robust`` with the clean accuracy of the
+    attacked subset."""
 
     level: str
     task: str

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from medran.params import ReportParams
-from medran.reporting import tables
+from medran.reporting import robust_tables, tables
 from medran.reporting.inputs import Expected, Inputs, Problem
 from medran.reporting.results import Downstream, Stat, best_methods, upstream
 
@@ -39,19 +39,28 @@ def render(summary: Summary, params: ReportParams, where: Path) -> str:
         f"Pipeline state: `dvc.lock` md5 `{summary.lock_md5}`, git commit "
         f"`{summary.git_commit}`. Noise levels {levels}; tasks {', '.join(expected.tasks)}; "
         f"methods {', '.join(expected.methods)}; seeds "
-        f"{', '.join(str(s) for s in expected.seeds)}; PGD eps "
+        f"{', '.join(str(s) for s in expected.seeds)}; attack eps "
         f"{', '.join(tables.eps_label(e) for e in expected.eps)}.",
         "## Missing or failed runs",
         tables.problems_list(summary.problems),
     ]
+    protocol = f"Robust protocol: {expected.protocol}."
+    warning = robust_tables.calibration_warning(inputs.calibration, expected.max_gap)
     for task in expected.tasks:
         parts += [
             f"## Downstream: {task}",
+            " ".join(filter(None, (protocol, warning))),
             tables.downstream_table(
                 task, rows, expected, best, summary.baselines.get(task), decimals
             ),
         ]
     parts += [
+        "## Robust protocol calibration",
+        robust_tables.calibration_table(
+            inputs.calibration, expected, expected.calibration_examples, decimals
+        ),
+        "## Cost of each method",
+        robust_tables.cost_table(inputs, expected, decimals),
         "## Claims",
         tables.claims_section(summary.claims, decimals),
         "## Gradient-masking checks (eval_robust)",

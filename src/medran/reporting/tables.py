@@ -98,8 +98,8 @@ def _downstream_note(task: str, expected: Expected, attacked: set[int]) -> str:
     subset = "/".join(str(n) for n in sorted(attacked)) or DASH
     note = (
         f"Clean accuracy: the whole test split (finetune), and the {subset} test examples "
-        f"that eval_robust attacks. Robust accuracy: white-box L∞ PGD on those; an example "
-        f"counts when it is right both clean and attacked. Mean over {seeds} seed(s) and its "
+        f"that eval_robust attacks. Robust accuracy: the protocol above on those; an example "
+        f"counts when it is right clean and no attack broke it. Mean over {seeds} seed(s) and its "
         "95% interval [low, high], bootstrap over test examples and seeds (docs/study.md)."
         f" **Bold**: the best method at each noise level by robust accuracy at the largest "
         f"configured eps, {eps_label(top)} (none where every method ties)"
@@ -146,7 +146,8 @@ def masking_summary(rows: Sequence[Downstream]) -> str:
         text = "Every evaluated model passed the gradient-masking checks"
         text += (
             " (at a large eps robust accuracy reaches near zero, or for VQA"
-            " what the question alone gets right; PGD ≥ FGSM)."
+            " what the question alone gets right; the attacks at least as strong as FGSM; every"
+            " attacked image moves the logits)."
         )
     if unknown:
         text += f"\n\nNot evaluated: {len(unknown)} model(s) (see missing runs)."

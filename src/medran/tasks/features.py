@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
+from medran.models.finetune import weights_hash
 from medran.tasks.base import Split
 
 log = logging.getLogger(__name__)
@@ -45,16 +46,6 @@ def encode_split(
     if not chunks:
         raise ValueError("no images to encode")
     return torch.cat(chunks)
-
-
-def weights_hash(module: nn.Module) -> str:
-    """A digest of a module's parameters and buffers (names, shapes, dtypes and values)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def feature_key(split: Split, encoder: nn.Module) -> str:

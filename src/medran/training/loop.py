@@ -42,6 +42,9 @@ class LoopConfig:
     checkpoint_dir: Path | None = None  # resumable state; None: no checkpoints, no resume
     checkpoint_every_steps: int = 0  # 0: only at the end of each epoch
     log_every_steps: int = 1
+    # (name prefix, lr): parameters whose name starts with the prefix (the first that matches)
+    # train at that lr instead of ``lr``, under the same schedule (a tuned encoder's lr).
+    group_lrs: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,19 +79,31 @@ def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on gains, biases, embeddings and logit scale (open_clip's rule)."""
-    decay, no_decay = [], []
+def param_groups(
+    model: nn.Module, weight_decay: float, group_lrs: tuple[tuple[str, float], ...] = ()
+) -> list[dict]:
+    """No weight decay on gains, biases, embeddings and logit scale (open_clip's rule).
+
+    Parameters whose name starts with a prefix of ``group_lrs`` get that learning rate, in
+    groups of their own after the two default ones (whose lr is the optimizer's).
+    """
+    # (lr or None for the optimizer's, decay?) -> parameters; the two default groups first.
+    groups: dict[tuple[float | None, bool], list[nn.Parameter]] = {
+        (None, True): [],
+        (None, False): [],
+    }
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         exclude = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name
         exclude = exclude or "logit_scale" in name or "embedding" in name
-        (no_decay if exclude else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        lr = next((lr for prefix, lr in group_lrs if name.startswith(prefix)), None)
+        groups.setdefault((lr, not exclude), []).append(p)
+    out = []
+    for (lr, decay), params in groups.items():
+        group = {"params": params, "weight_decay": weight_decay if decay else 0.0}
+        out.append(group if lr is None else group | {"lr": lr})
+    return out
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
@@ -182,7 +197,8 @@ def _prepare(
         drop_last=len(dataset) >= cfg.batch_size * accelerator.num_processes,
         generator=torch.Generator().manual_seed(cfg.seed),
     )
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    groups = param_groups(model, cfg.weight_decay, cfg.group_lrs)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     # The schedule counts optimizer updates; it is stepped by hand (not prepared) so it
     # advances once per update whatever the process count.
