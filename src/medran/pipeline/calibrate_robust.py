@@ -36,6 +36,8 @@ def run(params: Params, *, paths: CalibrateRobustPaths) -> dict[str, float]:
     }
     configs = {(t, m, seed): read_config(folder) for (t, m), folder in folders.items()}
     cheap = load_level(params, section.level, paths.data, paths.pretrain)
+    # The evaluation's budgets only: large_eps serves the masking checks, not the comparison.
+    cheap.params = evaluation.model_copy(update={"large_eps": max(evaluation.eps)})
     cheap.stage = "calibrate_robust"
     full = dataclasses.replace(cheap, preset_name=FULL_PRESET)
     metrics: dict[str, float] = {}
