@@ -143,10 +143,12 @@ def names(runs: list[dict[str, Any]]) -> Counter[str]:
 
 def expected_runs(params: dict[str, Any], level: str, method: str | None = None) -> Counter[str]:
     """Run names (= stage names) per level: one pretrain and one eval_upstream run; per task and
-    method one finetune stage with a run per seed, and one eval_robust run per trained model."""
+    method one finetune stage with a run per seed, and one eval_robust run per trained model;
+    at the calibration level, two calibrate_robust runs (both presets) per task and method."""
     finetune = params["finetune"]
     methods = [m for m in finetune["methods"] if method in (None, m)]
     seeds = len(finetune["seeds"])
+    calibrated = float(level) == params["calibrate_robust"]["level"]
     runs: Counter[str] = Counter()
     if method is None:
         runs.update({f"pretrain@{level}": 1, f"eval_upstream@{level}": 1})
@@ -154,7 +156,8 @@ def expected_runs(params: dict[str, Any], level: str, method: str | None = None)
         for m in methods:
             runs[f"finetune@{level}-{task}-{m}"] += seeds
             runs[f"eval_robust@{level}"] += seeds
-    return runs
+            runs["calibrate_robust"] += 2 * calibrated
+    return +runs  # drops a zero count
 
 
 def levels(repo: Repo) -> list[str]:
