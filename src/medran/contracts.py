@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, SerializeAsAny, model_validator
 
 from medran.errors import InputError
 from medran.layout import level_name
-from medran.names import HEADS, METHODS, TASKS
+from medran.names import GATES, HEADS, METHODS, NOISY_GATE, TASKS
 from medran.params import FinetuneParams, MethodParams
 
 # The DVC stages, in pipeline order; each is stages/<name>.py -> medran.pipeline.<name>.run.
@@ -29,6 +29,7 @@ STAGES = (
     "attack_images",
     "attack_captions",
     "build_noisy",
+    "validate_noisy",
     "pretrain",
     "eval_upstream",
     "finetune",
@@ -57,9 +58,16 @@ def item_folder(task: str, method: str) -> str:
     return f"{task}-{method}"
 
 
-def gate_id(gate: str) -> str:
-    """The DVC stage of a data-quality gate: ``validate_data@clean``."""
-    return f"validate_data@{gate}"
+def gate_id(gate: str, level: float | None = None) -> str:
+    """The DVC stage of a data-quality gate: ``validate_data@clean``, or for the noisy gate of
+    one level ``validate_noisy@0.5``."""
+    return stage_id("validate_noisy", level) if gate == NOISY_GATE else f"validate_data@{gate}"
+
+
+def gates(levels: list[float] | tuple[float, ...]) -> list[tuple[str, float | None]]:
+    """Every (gate, level) of a run, in pipeline order; the level is None for level-free gates."""
+    *before, nesting = GATES
+    return [(g, None) for g in before] + [(NOISY_GATE, p) for p in levels] + [(nesting, None)]
 
 
 def metrics_path(
@@ -92,9 +100,11 @@ def outcomes_path(
     return metrics_path(stage, level, task, method, reports).with_name(OUTCOMES_FILE)
 
 
-def gate_result_path(gate: str, reports: Path = REPORTS) -> Path:
-    """A gate's ``result.json`` (its DVC metric); its Data Docs go beside it in ``docs/``."""
-    return Path(reports) / "data_quality" / gate / "result.json"
+def gate_result_path(gate: str, level: float | None = None, reports: Path = REPORTS) -> Path:
+    """A gate's ``result.json`` (its DVC metric), ``reports/data_quality/<gate>[/<level>]/``;
+    its Data Docs go beside it in ``docs/``."""
+    folder = Path(reports) / "data_quality" / gate
+    return (folder if level is None else folder / level_name(level)) / "result.json"
 
 
 # Metric keys that one stage writes and another (the report) reads.
@@ -299,6 +309,7 @@ STAGE_PATHS: dict[str, type] = {
     "synthesize": SynthesizePaths,
     "prepare_data": PrepareDataPaths,
     "validate_data": ValidateDataPaths,
+    "validate_noisy": ValidateDataPaths,
     "train_surrogate": TrainSurrogatePaths,
     "attack_images": AttackImagesPaths,
     "attack_captions": AttackCaptionsPaths,
@@ -314,6 +325,7 @@ STAGE_PATHS: dict[str, type] = {
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "validate_data": ("gate",),
     "build_noisy": ("level",),
+    "validate_noisy": ("level",),
     "pretrain": ("level",),
     "eval_upstream": ("level",),
     "finetune": ("level", "task", "method"),

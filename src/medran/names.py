@@ -15,8 +15,10 @@ HEADS = ("linear", "mlp")
 # preset is calibrated against (the field's standard: docs/study.md, "Robust protocol").
 ATTACKS = ("apgd-ce", "apgd-t", "pgd")
 FULL_PRESET = "full"
-# The data-quality gates, in pipeline order: what each reads is in ``docs/architecture.md``.
-GATES = ("clean", "adversarial", "noisy")
+# The data-quality gates of ``validate_data@<gate>``, in pipeline order; each noise level has
+# its own gate, ``validate_noisy@<level>``. What each reads is in ``docs/architecture.md``.
+GATES = ("clean", "adversarial", "nesting")
+NOISY_GATE = "noisy"
 # The dataset roles ``prepare_data`` reads, and the kind of data each needs.
 ROLE_KIND = {"upstream": "captions", "targets": "captions", "cls": "labels", "vqa": "vqa"}
 ROLES = tuple(ROLE_KIND)

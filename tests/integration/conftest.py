@@ -56,8 +56,11 @@ def make_data_root(root: Path, synth: dict[str, Any] = SMALL, image_size: int = 
 
 def run_gate(gate: str, data_root: Path, out: Path, params: Params) -> dict[str, Any]:
     """A data-quality gate as the runner runs it: Data Docs in ``out/docs`` and its report
-    written to ``out/result.json`` whether or not it passes (``medran.runner.run_stage``)."""
+    written to ``out/result.json`` whether or not it passes (``medran.runner.run_stage``).
+    ``gate`` is a ``validate_data`` gate, or ``noisy@<level>`` for ``validate_noisy``."""
     paths = ValidateDataPaths(data=data_root, docs=out / "docs", metrics=out / "result.json")
+    if gate.startswith("noisy@"):
+        return execute("validate_noisy", params, paths, level=float(gate.removeprefix("noisy@")))
     return execute("validate_data", params, paths, gate=gate)
 
 

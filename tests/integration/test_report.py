@@ -17,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from medran.contracts import ReportPaths
+from medran.contracts import ReportPaths, gate_id, gate_result_path
 from medran.params import Params
 from medran.pipeline import report
 from medran.reporting.inputs import Expected
@@ -147,11 +147,11 @@ def make_tree(root: Path) -> tuple[Path, Path]:
     write_json(
         reports / "attack_images" / "metrics.json", attack | {"linf_max": 8, "psnr_mean": 38.0}
     )
-    for gate in EXPECTED.gates:
+    for gate, level in EXPECTED.gates:
         write_json(
-            reports / "data_quality" / gate / "result.json",
+            gate_result_path(gate, level, reports),
             {
-                "suite": gate,
+                "suite": gate_id(gate, level),
                 "success": gate == "clean",
                 "n_expectations": 12,
                 "n_failed": int(gate != "clean"),
@@ -247,7 +247,8 @@ def test_full_tree_gives_tables_figures_plot_data_and_a_tagged_run(
     assert "## Claims" in summary and "| (b) |" in summary
     assert "largest configured eps, 8/255" in summary
     assert "| 0.5 | 48 / 96 | 2.500 | 0.100 | 0.500 | 0.100 | 0.500 | 0.400 |" in summary
-    assert "| adversarial | **FAIL** | 12 | 1 |" in summary
+    assert "| validate_data@adversarial | **FAIL** | 12 | 1 |" in summary
+    assert "| validate_noisy@0.5 | **FAIL** | 12 | 1 |" in summary
     assert "Not measured: no run-budget file" in summary
 
     pngs = sorted(p.name for p in paths.figures.glob("*.png"))

@@ -170,7 +170,7 @@ def _edit(root: Path, relative: Path | str, row_id: str, **values: Any) -> None:
     frame.to_parquet(path, index=False)
 
 
-@pytest.mark.parametrize("suite", ["adversarial", "noisy"])
+@pytest.mark.parametrize("suite", ["adversarial", "noisy@0.0", "noisy@0.3", "nesting"])
 def test_valid_data_root_passes(work_root: Path, tmp_path: Path, suite: str) -> None:
     out = tmp_path / "report"
     metrics = run_gate(suite, work_root, out, gate_params())
@@ -182,10 +182,12 @@ def test_valid_data_root_passes(work_root: Path, tmp_path: Path, suite: str) -> 
         n = len(_order(work_root))
         assert observed["column_mean(success)"] == pytest.approx(np.mean(np.arange(n) % 4 != 3))
         assert result["roles"]["attack_captions"]["observed"]["column_sum(fallback)"] == 0
-    else:
-        assert set(result["roles"]) == {"noisy_0.0", "noisy_0.1", "noisy_0.3", "nesting"}
+    elif suite == "noisy@0.3":
+        assert set(result["roles"]) == {"noisy_0.3"}  # one level's gate reads that level only
         observed = result["roles"]["noisy_0.3"]["observed"]
         assert observed["column_sum(adversarial_train)"] == len(_order(work_root))
+    else:
+        assert set(result["roles"]) == {"noisy_0.0"} if suite == "noisy@0.0" else {"nesting"}
 
 
 def _amplify(root: Path) -> str:
@@ -288,13 +290,13 @@ BROKEN = {
         _unchanged_caption,
         f"attack_captions: {IN_SET}(unchanged_but_required)",
     ),
-    "flag flipped": ("noisy", _flip_flag, f"noisy_0.1: {IN_SET}(flag_matches_order)"),
+    "flag flipped": ("noisy@0.1", _flip_flag, f"noisy_0.1: {IN_SET}(flag_matches_order)"),
     "val row adversarial": (
-        "noisy",
+        "noisy@0.3",
         _val_adversarial,
         f"noisy_0.3: {IN_SET}(adversarial_outside_train)",
     ),
-    "nesting broken": ("noisy", _broken_nesting, f"nesting: {IN_SET}(missing_at_larger_levels)"),
+    "nesting broken": ("nesting", _broken_nesting, f"nesting: {IN_SET}(missing_at_larger_levels)"),
 }
 
 
@@ -316,10 +318,11 @@ def test_level_tolerance_fails_a_corpus_too_small_for_a_level(
     work_root: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(QualityGateError, match=r"noisy_0\.3: .*\(adversarial_train\): observed"):
-        run_gate("noisy", work_root, tmp_path / "report", gate_params(level_tolerance=0.01))
+        run_gate("noisy@0.3", work_root, tmp_path / "report", gate_params(level_tolerance=0.01))
 
 
-def test_missing_level_fails_naming_the_stage(work_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("gate", ["noisy@0.1", "nesting"])
+def test_missing_level_fails_naming_the_stage(work_root: Path, tmp_path: Path, gate: str) -> None:
     shutil.rmtree(work_root / layout.noisy_dir(0.1))
     with pytest.raises(DataError, match=r"build_noisy@0\.1"):
-        run_gate("noisy", work_root, tmp_path / "report", gate_params())
+        run_gate(gate, work_root, tmp_path / "report", gate_params())

@@ -181,7 +181,7 @@ def test_broken_folder_fails_naming_the_rows(prepared, tmp_path, case):
 
 
 def test_unknown_suite_lists_the_known_ones(prepared, tmp_path):
-    with pytest.raises(InputError, match=r"allowed: \['adversarial', 'clean', 'noisy'\]"):
+    with pytest.raises(InputError, match=r"allowed: \['adversarial', 'clean', 'nesting'\]"):
         run_gate("nope", prepared.parent, tmp_path / "out", gate_params())
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import yaml
 
 from medran import contracts, names
 from medran.params import parse_params
-from tests.pipeline.conftest import ROOT, ci_params
+from tests.pipeline.conftest import ROOT, ci_params, make_repo
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = DVC["stages"]
@@ -137,7 +138,7 @@ def test_ci_overrides_are_valid_params() -> None:
 PARAMS_YAML = yaml.safe_load((ROOT / "params.yaml").read_text())
 # A sample item, substituted for dvc.yaml's ${...} to compare its paths with the contracts'.
 SAMPLE = {"${item}": "0.5", "${item.level}": "0.5", "${item.task}": "vqa"}
-SAMPLE |= {"${item.method}": "ran", "${key}": "noisy"}
+SAMPLE |= {"${item.method}": "ran", "${key}": "clean"}
 
 
 def _resolve(text: str) -> str:
@@ -168,11 +169,46 @@ def test_every_task_and_method_has_its_params_section() -> None:
     }
 
 
-def test_gates_are_the_names_gates() -> None:
+def test_gates_are_the_contracts_gates() -> None:
     assert tuple(STAGES["validate_data"]["foreach"]) == names.GATES
-    report_deps = STAGES["report"]["deps"]
+    assert STAGES["validate_noisy"]["foreach"] == "${noise_levels}"
+    noisy = STAGES["validate_noisy"]["do"]
+    assert _metrics(noisy) == [str(contracts.gate_result_path(names.NOISY_GATE, 0.5))]
     for gate in names.GATES:
-        assert str(contracts.gate_result_path(gate)) in report_deps
+        path = contracts.gate_result_path(gate)
+        assert _metrics(STAGES["validate_data"]["do"]) == [str(path).replace(gate, "clean")]
+    # The report reads every gate's result: the folder they all write under.
+    assert str(contracts.gate_result_path("clean").parents[1]) in STAGES["report"]["deps"]
+
+
+def _ancestors(edges: set[tuple[str, str]], stage: str) -> set[str]:
+    parents = {a for a, b in edges if b == stage}
+    return parents.union(*(_ancestors(edges, p) for p in parents))
+
+
+def test_every_consumer_runs_after_its_gate(tmp_path: Path) -> None:
+    """In the real DAG (``dvc dag``), each gate is an ancestor of the stages reading its data,
+    so ``dvc repro <consumer>`` runs the gate first and stops where it fails."""
+    repo = make_repo(tmp_path / "repo")
+    dot = repo.run("dvc", "dag", "--dot").stdout
+    edges = set(re.findall(r'"([^"]+)" -> "([^"]+)"', dot))
+    consumers = {
+        contracts.gate_id("clean"): ["train_surrogate", "attack_images"],
+        contracts.gate_id("adversarial"): [],
+    }
+    levels = ci_params()["noise_levels"]
+    for level in levels:
+        consumers[contracts.gate_id("adversarial")].append(contracts.stage_id("build_noisy", level))
+        noisy = contracts.gate_id(names.NOISY_GATE, level)
+        consumers[noisy] = [contracts.stage_id("pretrain", level)]
+    for gate, stages in consumers.items():
+        for stage in stages:
+            assert gate in _ancestors(edges, stage), f"{gate} does not run before {stage}"
+    # A level's gate is its own: no other level's pre-training waits for it.
+    for level in levels:
+        noisy = contracts.gate_id(names.NOISY_GATE, level)
+        others = [contracts.stage_id("pretrain", p) for p in levels if p != level]
+        assert not any(noisy in _ancestors(edges, stage) for stage in others)
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

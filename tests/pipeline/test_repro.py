@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 
 import numpy as np
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from medran.contracts import gate_id, gate_result_path, gates
 from tests.pipeline.conftest import Repo, ci_params
 
 pytestmark = pytest.mark.slow
@@ -41,10 +43,10 @@ def test_pipeline_output_passes_every_data_gate(built_repo: Repo) -> None:
         frame = pd.read_parquet(prepared / f"{role}.parquet")
         assert len(frame) >= 5
         assert (prepared / frame["image_path"].iloc[0]).is_file()
-    for gate in ("clean", "adversarial", "noisy"):
-        report = built_repo.path / "reports" / "data_quality" / gate
-        assert json.loads((report / "result.json").read_text())["success"] is True, gate
-        assert (report / "docs" / "index.html").is_file()
+    for gate, level in gates(ci_params()["noise_levels"]):
+        result = built_repo.path / gate_result_path(gate, level)
+        assert json.loads(result.read_text())["success"] is True, gate_id(gate, level)
+        assert (result.parent / "docs" / "index.html").is_file()
 
 
 def test_second_repro_is_up_to_date_and_fast(built_repo: Repo) -> None:
@@ -75,7 +77,9 @@ def changed(repo: Repo, section: str, key: str, value: object) -> dict:
 
 
 def test_param_changes_touch_only_their_own_stages(repo_copy: Repo) -> None:
-    gates = {"validate_data@clean", "validate_data@adversarial", "validate_data@noisy"}
+    noisy_gates = {f"validate_noisy@{p}" for p in LEVELS}
+    gates = {"validate_data@clean", "validate_data@adversarial", "validate_data@nesting"}
+    gates |= noisy_gates
     calibrate = {"calibrate_robust"}
     cases = [
         ("validate_data", "min_rows", 6, gates),
@@ -85,7 +89,7 @@ def test_param_changes_touch_only_their_own_stages(repo_copy: Repo) -> None:
             "build_noisy",
             "caption",
             "target",
-            {f"build_noisy@{p}" for p in LEVELS} | {"validate_data@noisy"},
+            {f"build_noisy@{p}" for p in LEVELS} | noisy_gates,
         ),
         ("train_surrogate", "epochs", 1, {"train_surrogate"}),
         ("pretrain", "lr", 0.001, {f"pretrain@{p}" for p in LEVELS}),
@@ -114,14 +118,17 @@ def test_param_changes_touch_only_their_own_stages(repo_copy: Repo) -> None:
 def test_new_noise_level_adds_only_its_own_branch(repo_copy: Repo) -> None:
     params = repo_copy.params()
     params["noise_levels"].append(0.4)
-    new_branch = {f"{stage}@0.4" for stage in ("build_noisy", "pretrain", "eval_upstream")}
+    new_branch = {
+        f"{stage}@0.4" for stage in ("build_noisy", "validate_noisy", "pretrain", "eval_upstream")
+    }
     finetune = params["finetune"]
     new_branch |= {f"finetune@0.4-{t}-{m}" for t in finetune["tasks"] for m in finetune["methods"]}
     new_branch |= {"eval_robust@0.4"}
-    # The noisy gate reruns too: it checks nesting across all levels, and so does the report,
-    # which lists every level. (That a new branch runs is what building the pipeline shows;
-    # here nothing runs.)
-    assert directly_changed(repo_copy, params) == new_branch | {"validate_data@noisy", "report"}
+    # The nesting gate reruns too: it checks nesting across all levels, and so does the
+    # report, which lists every level. (That a new branch runs is what building the pipeline
+    # shows; here nothing runs.)
+    expected = new_branch | {"validate_data@nesting", "report"}
+    assert directly_changed(repo_copy, params) == expected
 
 
 def test_same_seed_gives_byte_identical_datasets(repo_copy: Repo) -> None:
@@ -154,27 +161,62 @@ def test_duplicate_id_fails_the_gate_naming_the_id(repo_copy: Repo) -> None:
     assert frame["id"].iloc[0] in result.stderr + result.stdout
 
 
-def test_amplified_adversarial_image_fails_the_gate_naming_the_row(repo_copy: Repo) -> None:
+def commit_and_pretrain(repo: Repo, producer: str) -> subprocess.CompletedProcess[str]:
+    """Record the changed data as ``producer``'s output (as a faulty stage would have written
+    it), then ask for the highest level's pre-training, which must stop at the data's gate."""
+    repo.run("dvc", "commit", "--force", producer)
+    before = repo.lock()["stages"][f"pretrain@{HIGHEST}"]
+    result = repo.repro(f"pretrain@{HIGHEST}", check=False)
+    assert result.returncode != 0
+    assert f"Running stage 'pretrain@{HIGHEST}'" not in result.stdout
+    assert repo.lock()["stages"][f"pretrain@{HIGHEST}"] == before
+    return result
+
+
+def test_amplified_adversarial_image_stops_pretraining_at_its_gate(repo_copy: Repo) -> None:
     data = repo_copy.path / "data"
     row = pd.read_parquet(data / "attacks/images/manifest.parquet").iloc[2]
     clean = np.asarray(Image.open(data / row["clean_image_path"]), dtype=np.int16)
     adv = np.asarray(Image.open(data / row["adv_image_path"]), dtype=np.int16)
     amplified = np.clip(clean + 3 * (adv - clean) + 1, 0, 255).astype(np.uint8)
     Image.fromarray(amplified).save(data / row["adv_image_path"])
-    result = repo_copy.repro("--single-item", "validate_data@adversarial", check=False)
-    assert result.returncode != 0
-    assert row["id"] in result.stderr + result.stdout
+    result = commit_and_pretrain(repo_copy, "attack_images")
+    output = result.stderr + result.stdout
+    assert "data-quality gate validate_data@adversarial failed" in output
+    assert row["id"] in output
 
 
-def test_flipped_adversarial_flag_fails_the_noisy_gate_naming_the_row(repo_copy: Repo) -> None:
+def test_flipped_adversarial_flag_stops_pretraining_at_its_gate(repo_copy: Repo) -> None:
     path = repo_copy.path / "data" / "noisy" / HIGHEST / "manifest.parquet"
     frame = pd.read_parquet(path)
     victim = frame.index[(frame["split"] == "train") & ~frame["is_adversarial"]][0]
     frame.loc[victim, "is_adversarial"] = True
     frame.to_parquet(path, index=False)
-    result = repo_copy.repro("--single-item", "validate_data@noisy", check=False)
+    result = commit_and_pretrain(repo_copy, f"build_noisy@{HIGHEST}")
+    output = result.stderr + result.stdout
+    assert f"data-quality gate validate_noisy@{HIGHEST} failed" in output
+    assert frame.loc[victim, "id"] in output
+
+
+def test_an_absolute_manifest_path_stops_the_consumer_itself(repo_copy: Repo) -> None:
+    """Past its gate too (``--single-item``), a stage refuses a path that leaves the data root."""
+    path = repo_copy.path / "data" / "noisy" / HIGHEST / "manifest.parquet"
+    frame = pd.read_parquet(path)
+    row = frame.index[frame["split"] == "train"][0]  # a row pre-training reads
+    frame.loc[row, "image_path"] = str(repo_copy.path / "data" / frame.loc[row, "image_path"])
+    frame.to_parquet(path, index=False)
+    result = repo_copy.repro("--single-item", f"pretrain@{HIGHEST}", check=False)
     assert result.returncode != 0
-    assert frame.loc[victim, "id"] in result.stderr + result.stdout
+    assert f"image path '{frame.loc[row, 'image_path']}' escapes" in result.stderr + result.stdout
+
+
+def test_a_symlink_cache_checkout_runs_the_stages_that_read_images(repo_copy: Repo) -> None:
+    repo_copy.run("dvc", "config", "cache.type", "symlink")
+    repo_copy.run("dvc", "checkout", "--relink")
+    image = next((repo_copy.path / "data" / "prepared" / "images").rglob("*.png"))
+    assert image.is_symlink() and ".dvc/cache" in str(image.readlink())
+    for stage in ("validate_data@clean", f"eval_upstream@{HIGHEST}", f"finetune@{HIGHEST}-cls-lp"):
+        repo_copy.repro("--force", "--single-item", stage)
 
 
 def search(repo: Repo, filter_string: str) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from PIL import Image
 
 from medran.attacks.base import cosine
 from medran.data.errors import DataError
+from medran.data.paths import resolve_all
 
 MEASURED = ("linf", "l2", "psnr", "cos_target", "cos_clean", "cos_clean_target", "adv_sha256")
 
@@ -130,7 +131,8 @@ def examples_figure(frame: pd.DataFrame, data_root: Path, eps: int, path: Path, 
     grid = figure.subplots(len(rows), 4, squeeze=False)
     for axes, row in zip(grid, rows.itertuples(), strict=True):
         files = (row.clean_image_path, row.target_image_path, row.adv_image_path)
-        clean, target, adv = load_images([data_root / f for f in files]).permute(0, 2, 3, 1)
+        paths = resolve_all(data_root, files, f"attack manifest ({row.id})")
+        clean, target, adv = load_images(paths).permute(0, 2, 3, 1)
         delta = (adv.int() - clean.int()).abs().numpy() / eps  # 1.0 = the whole budget
         panels = {
             f"clean: {row.clean_body_part}": clean.numpy(),

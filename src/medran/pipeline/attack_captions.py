@@ -28,6 +28,7 @@ from medran.attacks.lexicon import body_part_of
 from medran.contracts import AttackCaptionsPaths
 from medran.data.errors import DataError
 from medran.data.manifest import ADV_CAPTION_COLUMNS, read_manifest, read_table
+from medran.data.paths import resolve_under
 from medran.fsutil import replace_dir
 from medran.params import Params
 
@@ -71,7 +72,7 @@ def read_jobs(data_root: Path) -> tuple[list[CaptionJob], pd.DataFrame, pd.DataF
             clean_caption=str(upstream.at[row.id, "caption"]),
             target_caption=target_captions.get(row.target_id, ""),
             target_body_part=row.target_body_part if _given(row.target_body_part) else None,
-            adv_image_path=data_root / row.adv_image_path,
+            adv_image_path=resolve_under(data_root, row.adv_image_path, f"{path} ({row.id})"),
         )
         for row in attacks.sort_values("id").itertuples(index=False)
     ]

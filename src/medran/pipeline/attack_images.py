@@ -47,6 +47,7 @@ from medran.attacks.selection import attack_order, n_replaced
 from medran.attacks.shards import ShardStore, fingerprint, folder_sha256
 from medran.contracts import AttackImagesPaths
 from medran.data.manifest import ADV_IMAGE_COLUMNS, read_manifest
+from medran.data.paths import resolve_under
 from medran.devices import pick_device
 from medran.errors import InputError
 from medran.models.factory import load_local_dir
@@ -97,6 +98,8 @@ def plan(params: AttackImagesParams, data_root: Path) -> tuple[list[Item], int]:
     )
 
     def image(frame: pd.DataFrame, item_id: str) -> tuple[str, str]:
+        where = f"{data_root / layout.PREPARED} manifest ({item_id})"
+        resolve_under(data_root / layout.PREPARED, frame.at[item_id, "image_path"], where)
         relative = (layout.PREPARED / frame.at[item_id, "image_path"]).as_posix()
         return relative, frame.at[item_id, "sha256"]
 

@@ -23,6 +23,7 @@ from medran.contracts import (
     stage_id,
 )
 from medran.data.manifest import read_manifest
+from medran.data.paths import resolve_all
 from medran.evaluation.probe import pixel_features, probe_auroc
 from medran.evaluation.retrieval import (
     encode_images,
@@ -51,7 +52,8 @@ def run(params: Params, *, paths: EvalUpstreamPaths, level: float) -> dict[str, 
     tags = {"noise_level": layout.level_name(level), "upstream_run_id": read_run_id(paths.model)}
     inputs = {"prepared": prepared, "model": paths.model}
     with stage_run(stage_id("eval_upstream", level), params.experiment, p, inputs, tags) as tracker:
-        images = load_images([prepared / x for x in upstream["image_path"]], clip.image_size)
+        files = resolve_all(prepared, upstream["image_path"], f"{prepared} upstream manifest")
+        images = load_images(files, clip.image_size)
         image_features = encode_images(clip, images, p.batch_size)
         text_features = encode_texts(clip, list(upstream["caption"]), p.batch_size)
         metrics = recall_at_k(image_features @ text_features.T, p.recall_at)

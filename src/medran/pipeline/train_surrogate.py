@@ -17,6 +17,7 @@ from accelerate import Accelerator
 from medran import layout
 from medran.contracts import FINAL_LOSS, TrainSurrogatePaths
 from medran.data.manifest import read_manifest
+from medran.data.paths import resolve_all
 from medran.fsutil import replace_dir
 from medran.models.factory import ClipModel, create_clip, save_local_dir
 from medran.params import Params, TrainSurrogateParams
@@ -39,7 +40,8 @@ def train_on_targets(
 ) -> ClipModel:
     """Contrastive training of ``clip`` on the target pool (all of it: it is never attacked)."""
     targets = read_manifest(data_root / layout.PREPARED, "targets")
-    paths = [data_root / layout.PREPARED / p for p in targets["image_path"]]
+    prepared = data_root / layout.PREPARED
+    paths = resolve_all(prepared, targets["image_path"], f"{prepared} targets manifest")
     dataset = image_text_tensors(paths, targets["caption"], clip.tokenizer(), clip.image_size)
     cfg = LoopConfig(
         epochs=params.epochs,

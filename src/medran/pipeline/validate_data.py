@@ -1,4 +1,4 @@
-"""``validate_data``: run a named data-quality gate and fail the stage if any expectation fails.
+"""``validate_data@<gate>``: run a data-quality gate and fail the stage if any expectation fails.
 
 A suite builder turns the data root (``data/``) and the params into one GX table check per
 role; the GX adapter validates them and renders Data Docs. The report (``result.json``, a DVC
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medran import layout
-from medran.contracts import ValidateDataPaths
+from medran.contracts import ValidateDataPaths, gate_id
 from medran.errors import InputError
 from medran.params import Params
 from medran.quality.adversarial import adversarial_checks
@@ -27,7 +27,7 @@ from medran.quality.gx import (
     failure_line,
     validate_tables,
 )
-from medran.quality.noisy import noisy_checks
+from medran.quality.noisy import nesting_checks
 from medran.quality.suites import clean_checks
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,11 @@ def _clean(data_root: Path, params: Params) -> dict[str, TableCheck]:
 
 
 # Gate name -> builder: clean reads data/prepared; adversarial data/attacks (+ prepared);
-# noisy data/noisy/<level> for every params.noise_levels (+ attacks and prepared).
+# nesting the manifest of every params.noise_levels. Each level's own gate is validate_noisy.
 SUITES: dict[str, SuiteBuilder] = {
     "clean": _clean,
     "adversarial": adversarial_checks,
-    "noisy": noisy_checks,
+    "nesting": nesting_checks,
 }
 
 
@@ -101,15 +101,21 @@ def build_report(suite: str, outcomes: dict[str, SuiteOutcome]) -> dict[str, Any
 
 
 def run(params: Params, *, paths: ValidateDataPaths, gate: str) -> dict[str, Any]:
-    """Validate the data root (``data/``) with ``gate``; render Data Docs to ``paths.docs``.
+    """Validate the data root (``data/``) with ``gate``; see :func:`validate`."""
+    if gate not in SUITES:
+        raise InputError(f"unknown data-quality suite {gate!r}; allowed: {sorted(SUITES)}")
+    return validate(gate_id(gate), SUITES[gate](Path(paths.data), params), params, paths)
+
+
+def validate(
+    gate: str, checks: dict[str, TableCheck], params: Params, paths: ValidateDataPaths
+) -> dict[str, Any]:
+    """Run ``checks`` as the gate named ``gate`` (its DVC stage); Data Docs to ``paths.docs``.
 
     Returns the report (the runner writes it to ``paths.metrics``, ``result.json``); if any
     expectation fails, raises :class:`QualityGateError` carrying the report as ``.metrics``,
     so the runner writes it before the stage fails.
     """
-    if gate not in SUITES:
-        raise InputError(f"unknown data-quality suite {gate!r}; allowed: {sorted(SUITES)}")
-    checks = SUITES[gate](Path(paths.data), params)
     results = validate_tables(
         list(checks.values()),
         docs_dir=paths.docs,
@@ -118,7 +124,7 @@ def run(params: Params, *, paths: ValidateDataPaths, gate: str) -> dict[str, Any
     outcomes = dict(zip(checks, results, strict=True))
     report = build_report(gate, outcomes)
     log.info(
-        "suite %s: %d expectations, %d failed; report %s",
+        "%s: %d expectations, %d failed; report %s",
         gate,
         report["n_expectations"],
         report["n_failed"],
@@ -127,7 +133,7 @@ def run(params: Params, *, paths: ValidateDataPaths, gate: str) -> dict[str, Any
     if not report["success"]:
         lines = [failure_line(role, o) for role, r in outcomes.items() for o in r.failed]
         raise QualityGateError(
-            f"data-quality gate {gate!r} failed {report['n_failed']} of "
+            f"data-quality gate {gate} failed {report['n_failed']} of "
             f"{report['n_expectations']} expectations (details in {paths.metrics}, "
             f"{paths.docs / 'index.html'}):\n  " + "\n  ".join(lines),
             metrics=report,

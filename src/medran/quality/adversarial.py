@@ -11,7 +11,7 @@ climbs out of it is never opened and fails its ``*_path_confined`` check.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from medran import layout
 from medran.attacks.lexicon import body_part_of
 from medran.attacks.selection import attack_order, n_replaced
 from medran.data.manifest import ADV_CAPTION_COLUMNS, ADV_IMAGE_COLUMNS, read_manifest, read_table
+from medran.data.paths import confined
 from medran.params import Params
 from medran.quality.gx import Expect, TableCheck
 from medran.quality.images import image_facts, linf_distance
@@ -59,13 +60,6 @@ def not_null(columns: Iterable[str]) -> list[Expect]:
     return [
         Expect("expect_column_values_to_not_be_null", {"column": c}, "no gaps") for c in columns
     ]
-
-
-def confined(path: Any) -> bool:
-    """Relative, inside the data root: no leading '/', no backslash, no '..' part, not empty."""
-    if not isinstance(path, str) or not path or path.startswith("/") or "\\" in path:
-        return False
-    return ".." not in PurePosixPath(path).parts
 
 
 def prepared_table(data_root: Path, role: str) -> pd.DataFrame:

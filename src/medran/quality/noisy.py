@@ -1,11 +1,12 @@
-"""The noisy gate: each noise level's corpus, and the nesting of adversarial ids across levels.
+"""The noisy gates: each noise level's corpus, and the nesting of adversarial ids across levels.
 
 A level's manifest must hold every upstream pair exactly once, replace exactly the first
 ``round(p * n_train)`` training ids of the attack order (the attack manifest's ``rank``) by
 their adversarial image, leave validation and test clean, and point at files whose hashes it
-records. One more check, ``nesting``, holds one row per id adversarial at any level and names
-the larger levels that dropped it. Rules are derived per-row columns asserted with standard GX
-expectations, so failures name the offending ids.
+records (:func:`level_checks`, one gate per level, so that a new level checks only itself). The
+``nesting`` gate (:func:`nesting_checks`) holds one row per id adversarial at any level and
+names the larger levels that dropped it. Rules are derived per-row columns asserted with
+standard GX expectations, so failures name the offending ids.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 
 from medran import layout
 from medran.attacks.selection import n_replaced
+from medran.contracts import stage_id
 from medran.data.manifest import (
     ADV_CAPTION_COLUMNS,
     ADV_IMAGE_COLUMNS,
@@ -24,11 +26,11 @@ from medran.data.manifest import (
     SPLITS,
     read_table,
 )
+from medran.data.paths import confined
 from medran.params import Params
 from medran.quality.adversarial import (
     MANIFEST,
     between,
-    confined,
     file_facts,
     in_set,
     masked,
@@ -203,31 +205,30 @@ def _nesting_check(frames: dict[float, pd.DataFrame]) -> TableCheck:
     return TableCheck("noisy.nesting", frame, expects)
 
 
-def noisy_checks(data_root: Path, params: Params) -> dict[str, TableCheck]:
-    """One check per noise level (``noisy_<level>``) plus the cross-level ``nesting`` check."""
+def _read_level(root: Path, level: float) -> pd.DataFrame:
+    return read_table(
+        root / layout.noisy_dir(level) / MANIFEST, NOISY_COLUMNS, stage_id("build_noisy", level)
+    )
+
+
+def level_checks(data_root: Path, params: Params, level: float) -> dict[str, TableCheck]:
+    """The gate of one noise level (``noisy_<level>``), before ``pretrain@<level>`` reads it."""
     root = Path(data_root)
-    src = _Sources(root)
-    frames = {
-        level: read_table(
-            root / layout.noisy_dir(level) / MANIFEST,
-            NOISY_COLUMNS,
-            f"build_noisy@{layout.level_name(level)}",
-        )
-        for level in sorted(params.noise_levels)
-    }
-    # Clean images are shared by every level: hash each distinct file once.
-    paths = pd.concat([frame["image_path"] for frame in frames.values()])
-    paths = paths[paths.map(lambda p: isinstance(p, str))].drop_duplicates()
-    facts = file_facts(root, paths.reset_index(drop=True), pixels=False)
-    facts = facts.set_index(pd.Index(paths.tolist(), dtype="object"))
-    checks = {}
-    for level, frame in frames.items():
-        name = layout.level_name(level)
-        derived = _level_columns(frame, level, src, facts, params)
-        checks[f"noisy_{name}"] = TableCheck(
-            f"noisy.{name}",
-            pd.concat([frame, derived], axis=1),
-            _level_expectations(derived, level, src, params),
-        )
-    checks["nesting"] = _nesting_check(frames)
-    return checks
+    src, frame = _Sources(root), _read_level(root, level)
+    paths = frame["image_path"][frame["image_path"].map(lambda p: isinstance(p, str))]
+    paths = paths.drop_duplicates().reset_index(drop=True)
+    facts = file_facts(root, paths, pixels=False).set_index(pd.Index(paths.tolist(), dtype=object))
+    name = layout.level_name(level)
+    derived = _level_columns(frame, level, src, facts, params)
+    check = TableCheck(
+        f"noisy.{name}",
+        pd.concat([frame, derived], axis=1),
+        _level_expectations(derived, level, src, params),
+    )
+    return {f"noisy_{name}": check}
+
+
+def nesting_checks(data_root: Path, params: Params) -> dict[str, TableCheck]:
+    """The cross-level check: reads every level's manifest, no images."""
+    frames = {level: _read_level(Path(data_root), level) for level in sorted(params.noise_levels)}
+    return {"nesting": _nesting_check(frames)}

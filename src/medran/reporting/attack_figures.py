@@ -16,6 +16,7 @@ from PIL import Image
 
 from medran.data.errors import DataError
 from medran.data.manifest import read_table
+from medran.data.paths import resolve_under
 from medran.layout import ATTACK_IMAGES
 from medran.reporting.figures import panels, save
 
@@ -33,7 +34,7 @@ def read_attacks(data_root: Path) -> pd.DataFrame:
 
 
 def _image(data_root: Path, relative: str) -> np.ndarray:
-    path = Path(data_root) / relative
+    path = resolve_under(Path(data_root), relative, f"attack manifest {MANIFEST}")
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))

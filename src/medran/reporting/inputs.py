@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medran import names
 from medran.contracts import (
     CLEAN_ACCURACY,
     FINAL_LOSS,
@@ -24,6 +23,7 @@ from medran.contracts import (
     ZERO_SHOT_ACCURACY,
     gate_id,
     gate_result_path,
+    gates,
     metrics_path,
     model_key,
     recall_key,
@@ -49,7 +49,7 @@ class Expected:
     seeds: tuple[int, ...]
     eps: tuple[float, ...]  # eval_robust budgets, 1/255 units
     recall_at: tuple[int, ...]
-    gates: tuple[str, ...]
+    gates: tuple[tuple[str, float | None], ...]  # (gate, level): contracts.gates
     protocol: str  # the robust evaluation's preset, in words
     calibration_level: float
     calibration_examples: int
@@ -65,7 +65,7 @@ class Expected:
             seeds=tuple(params.finetune.seeds),
             eps=tuple(robust.eps),
             recall_at=tuple(params.eval_upstream.recall_at),
-            gates=names.GATES,
+            gates=tuple(gates(params.noise_levels)),
             protocol=robust.protocol.describe(robust.preset),
             calibration_level=calibration.level,
             calibration_examples=calibration.examples,
@@ -107,7 +107,7 @@ class Inputs:
     robust: dict[str, dict[str, Any]] = field(default_factory=dict)  # level -> metrics
     attack: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None  # calibrate_robust's metrics
-    gates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gates: dict[str, dict[str, Any]] = field(default_factory=dict)  # gate's stage -> result
     problems: list[Problem] = field(default_factory=list)
     # Per-example outcomes (medran.reporting.outcomes): per (level, task, method), and per
     # task the trivial baseline's.
@@ -124,12 +124,11 @@ def read_inputs(reports: Path, expected: Expected) -> Inputs:
         _read_level(reader, found, expected, level, recalls)
     found.attack = reader.read("attack_images", [])
     found.calibration = reader.read("calibrate_robust", [])
-    for gate in expected.gates:
-        result = reader.read_file(
-            gate_id(gate), gate_result_path(gate, reader.reports), ["success"]
-        )
+    for gate, level in expected.gates:
+        stage = gate_id(gate, level)
+        result = reader.read_file(stage, gate_result_path(gate, level, reader.reports), ["success"])
         if result is not None:
-            found.gates[gate] = result
+            found.gates[stage] = result
     return found
 
 

@@ -12,6 +12,7 @@ from medran.contracts import (
     PIXEL_PROBE_AUROC,
     PROBE_AUROC,
     ZERO_SHOT_ACCURACY,
+    gate_id,
     recall_key,
     stage_id,
 )
@@ -249,7 +250,7 @@ def attack_table(metrics: dict[str, Any] | None, decimals: int) -> str:
 
 def gates_table(gates: dict[str, dict[str, Any]], expected: Expected) -> str:
     body = []
-    for gate in expected.gates:
+    for gate in (gate_id(*pair) for pair in expected.gates):
         result = gates.get(gate)
         if result is None:
             body.append([gate, DASH, DASH, DASH])
