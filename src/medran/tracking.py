@@ -1,9 +1,14 @@
 """MLflow helpers: one run per stage with flattened params, lineage tags and declared inputs.
 
 Every run carries the tags a user filters on in the MLflow UI (``stage``, ``git_commit``,
-``data_md5.<input>`` and whatever the stage adds: ``noise_level``, ``task``, ``method``,
-``seed``, ``upstream_run_id``), and declares each input with ``mlflow.log_input`` whose digest
-is the input's DVC md5, so a run links back to the exact data version.
+``data_md5.<input>``, under ``dvc exp run`` ``dvc_exp_name`` and ``dvc_exp_baseline_rev``, and
+whatever the stage adds: ``noise_level``, ``task``, ``method``, ``seed``, ``upstream_run_id``),
+and declares each input with ``mlflow.log_input`` whose digest is the input's DVC md5, so a run
+links back to the exact data version.
+
+The default store is ``mlflow.db`` at the project's root (``DVC_ROOT``), also for queued and
+temporary experiments, which DVC runs in a copy under ``.dvc/tmp/exps``. Tracking URIs are
+shown only through :func:`redact`: a store's credentials never reach a log or an error.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import logging
 import numbers
 import os
+import re
 import socket
 import subprocess
 import time
@@ -30,13 +36,29 @@ from medran.errors import InputError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URI = "sqlite:///mlflow.db"
+STORE = "mlflow.db"  # the default SQLite store, at the project's root
 BATCH = 1000  # metrics per MLflow log_batch call, MLflow's limit
+# What DVC sets for a stage of `dvc exp run`, tagged on its runs: (environment, tag).
+EXPERIMENT_TAGS = {"DVC_EXP_NAME": "dvc_exp_name", "DVC_EXP_BASELINE_REV": "dvc_exp_baseline_rev"}
+# userinfo of a URL (``//user:password@``), and query values that carry secrets.
+_USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
+_SECRET_QUERY = re.compile(r"(?i)([?&;](?:password|passwd|pwd|token|secret|key)[^=&]*=)[^&\s]*")
+
+
+def project_root() -> Path:
+    """The DVC project's root: ``DVC_ROOT``, which DVC sets for every stage (the parent project
+    for ``--queue`` and ``--temp`` experiments), else the working directory."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
 
 
 def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI``, or a SQLite store ``mlflow.db`` in the working directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    """``MLFLOW_TRACKING_URI``, or the SQLite store ``mlflow.db`` at the project's root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / STORE}"
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of any URL in it masked: ``https://***@host/``."""
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub("***@", str(text)))
 
 
 def artifact_root(uri: str) -> str | None:
@@ -61,7 +83,7 @@ def check_reachable(uri: str, timeout: float = 10.0) -> None:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         socket.create_connection((parts.hostname, port), timeout=timeout).close()
     except (OSError, ValueError) as e:  # refused, unresolvable, timed out, or a bad port
-        raise InputError(f"MLflow tracking store {uri!r} is not reachable: {e}") from e
+        raise InputError(f"MLflow tracking store {redact(uri)!r} is not reachable: {e}") from e
 
 
 def ensure_experiment(name: str, uri: str) -> str:
@@ -208,9 +230,37 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def process_tags(pid: int | None = None) -> dict[str, str]:
+    """Who runs a run: host, pid (this process's by default) and the process's start time
+    (a pid can be reused)."""
+    pid = os.getpid() if pid is None else pid
+    return {"host": socket.gethostname(), "pid": str(pid), "pid_start": _started(pid)}
+
+
+def _started(pid: int) -> str:
+    import psutil
+
+    try:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except psutil.Error:
+        return ""
+
+
+def _alive(tags: Mapping[str, str]) -> bool:
+    """Whether the run's process may still run: on another host (which cannot be checked from
+    here), or on this one with its pid alive and started when the run recorded. A run without
+    a host tag (logged before medran recorded one) counts as dead."""
+    if "host" not in tags:
+        return False
+    if tags["host"] != socket.gethostname():
+        return True  # another machine's process: it cannot be checked from here
+    return bool(tags.get("pid")) and _started(int(tags["pid"])) == tags.get("pid_start")
+
+
 def close_orphans(experiment_id: str, stage: str) -> None:
-    """Mark runs of ``stage`` still RUNNING as KILLED: their process died without a word
-    (``kill -9``, power loss), and the rerun that resumes from the checkpoint replaces them."""
+    """Mark runs of ``stage`` still RUNNING as KILLED when their process died without a word
+    (``kill -9``, power loss); the rerun that resumes from the checkpoint replaces them. A run
+    whose process still lives (a sibling worker of ``dvc exp run -j 2``) is left alone."""
     import mlflow
 
     orphans = mlflow.search_runs(
@@ -219,6 +269,8 @@ def close_orphans(experiment_id: str, stage: str) -> None:
         output_format="list",
     )
     for orphan in orphans:
+        if _alive(orphan.data.tags):
+            continue
         log.warning("marking orphaned run %s of %s as KILLED", orphan.info.run_id, stage)
         mlflow.MlflowClient().set_terminated(orphan.info.run_id, status="KILLED")
 
@@ -247,10 +299,12 @@ def stage_run(
         experiment_id = ensure_experiment(experiment, uri)
         mlflow.set_experiment(experiment_id=experiment_id)
     except Exception as e:  # the store's own errors vary by backend; name the URI either way
-        raise InputError(f"MLflow tracking store {uri!r} is not reachable: {e}") from e
+        message = redact(f"MLflow tracking store {uri!r} is not reachable: {e}")
+        raise InputError(message) from e
     close_orphans(experiment_id, stage)
     digests = {name: dvc_md5(path) for name, path in (inputs or {}).items()}
-    all_tags = {"stage": stage, "git_commit": git_commit()}
+    all_tags = {"stage": stage, "git_commit": git_commit(), **process_tags()}
+    all_tags |= {tag: os.environ[e] for e, tag in EXPERIMENT_TAGS.items() if os.environ.get(e)}
     all_tags |= {f"data_md5.{name}": digest for name, digest in digests.items()}
     all_tags |= {k: str(v) for k, v in (tags or {}).items()}
     with mlflow.start_run(run_name=stage, tags=all_tags) as run:
@@ -259,7 +313,8 @@ def stage_run(
         for start in range(0, len(items), 100):  # MLflow accepts 100 params per batch
             mlflow.log_params(dict(items[start : start + 100]))
         for name, path in (inputs or {}).items():
-            source = LocalArtifactDatasetSource(str(Path(path).resolve()))
+            # Relative to the project: an absolute path tells others about this machine.
+            source = LocalArtifactDatasetSource(os.path.relpath(Path(path).resolve()))
             mlflow.log_input(MetaDataset(source, name=name, digest=digests[name]), context=name)
-        log.info("MLflow run %s (%s) in %s", run.info.run_id, stage, uri)
+        log.info("MLflow run %s (%s) in %s", run.info.run_id, stage, redact(uri))
         yield StageRun(run.info.run_id)

@@ -4,7 +4,9 @@ run ``python -m medran.ui``, so the test checks the server a user gets.
 The server is bound to 127.0.0.1 and lean: one worker, and no job-execution consumers
 (they serve MLflow's GenAI jobs, which this project does not use). It also serves the runs'
 artifacts: their locations are absolute ``file://`` URIs under ``mlartifacts/`` beside the
-database (``medran.tracking.artifact_root``), which the server reads directly.
+database (``medran.tracking.artifact_root``), which the server reads directly. The store goes
+to the server in its environment (``MLFLOW_BACKEND_STORE_URI``), not on its command line,
+which ``ps`` shows every user; what is printed is redacted.
 """
 
 from __future__ import annotations
@@ -15,19 +17,22 @@ import sys
 from pathlib import Path
 
 from medran.errors import InputError
-from medran.tracking import artifact_root, tracking_uri
+from medran.tracking import artifact_root, redact, tracking_uri
 
 HOST = "127.0.0.1"
 
 
 def server_command(uri: str, port: int) -> list[str]:
-    """The ``mlflow server`` command line for the store at ``uri``."""
+    """The ``mlflow server`` command line for the store at ``uri`` (which it does not hold:
+    :func:`server_env` passes the store)."""
     if uri.startswith(("http://", "https://", "databricks")):
-        raise InputError(f"MLFLOW_TRACKING_URI {uri!r} is a tracking server already: open it")
+        raise InputError(
+            f"MLFLOW_TRACKING_URI {redact(uri)!r} is a tracking server already: open it"
+        )
     database = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
     if database and not database.is_file():  # the server would create an empty one
         raise InputError(f"no MLflow store at {database.resolve()}: run `make repro` first")
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
+    command = [sys.executable, "-m", "mlflow", "server"]
     command += ["--host", HOST, "--port", str(port), "--workers", "1"]
     artifacts = artifact_root(uri)
     if artifacts:  # runs logged through this server then land beside the others
@@ -35,8 +40,12 @@ def server_command(uri: str, port: int) -> list[str]:
     return command
 
 
-def server_env() -> dict[str, str]:
-    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+def server_env(uri: str) -> dict[str, str]:
+    return {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        **os.environ,
+        "MLFLOW_BACKEND_STORE_URI": uri,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,9 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     uri = tracking_uri()
     command = server_command(uri, args.port)
-    print(f"MLflow UI on {uri}: http://{HOST}:{args.port}  (Ctrl-C stops it)", flush=True)
+    print(f"MLflow UI on {redact(uri)}: http://{HOST}:{args.port}  (Ctrl-C stops it)", flush=True)
     # exec, so Ctrl-C and the caller's signals reach the server itself
-    os.execve(command[0], command, server_env())
+    os.execve(command[0], command, server_env(uri))
 
 
 if __name__ == "__main__":

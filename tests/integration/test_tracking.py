@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
 import os
 import re
 import socket
@@ -15,7 +18,16 @@ import pytest
 from pydantic import BaseModel
 
 from medran.errors import InputError
-from medran.tracking import computed_md5, dvc_md5, flatten, stage_run
+from medran.tracking import (
+    computed_md5,
+    dvc_md5,
+    flatten,
+    process_tags,
+    redact,
+    stage_run,
+    tracking_uri,
+)
+from medran.ui import server_command, server_env
 
 
 class Inner(BaseModel):
@@ -96,16 +108,106 @@ def test_disabled_run_logs_nothing(mlflow_uri: str) -> None:
     assert run.run_id is None
 
 
-def test_orphaned_running_run_is_closed_by_the_next_run(mlflow_uri: str) -> None:
-    mlflow.set_tracking_uri(mlflow_uri)
+def _running(tags: dict[str, str]) -> str:
+    """A RUNNING run of ``pretrain@0.1`` with ``tags``, as a worker leaves it; its id."""
     mlflow.set_experiment("medran-test")
-    orphan = mlflow.MlflowClient().create_run(
-        mlflow.get_experiment_by_name("medran-test").experiment_id,
-        tags={"stage": "pretrain@0.1"},
-    )
-    with stage_run("pretrain@0.1", "medran-test", {}):
+    experiment = mlflow.get_experiment_by_name("medran-test").experiment_id
+    return mlflow.MlflowClient().create_run(experiment, tags=tags).info.run_id
+
+
+def test_orphan_cleanup_closes_the_runs_of_dead_workers_only(mlflow_uri: str) -> None:
+    """A sibling worker of ``dvc exp run -j 2`` keeps its RUNNING run; a killed one's closes."""
+    mlflow.set_tracking_uri(mlflow_uri)
+    stage = {"stage": "pretrain@0.1"}
+    sibling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    try:
+        runs = {
+            "live sibling": _running(stage | process_tags(sibling.pid)),
+            "other host": _running(stage | process_tags(sibling.pid) | {"host": "elsewhere"}),
+            "dead pid": _running(stage | process_tags(ended.pid) | {"pid_start": "1.00"}),
+            "pid reused": _running(stage | process_tags(sibling.pid) | {"pid_start": "1.00"}),
+            "untagged": _running(stage),  # logged before host and pid were recorded
+        }
+        with stage_run("pretrain@0.1", "medran-test", {}):
+            pass
+        status = {name: mlflow.get_run(run).info.status for name, run in runs.items()}
+    finally:
+        sibling.kill()
+    assert status == {
+        "live sibling": "RUNNING",
+        "other host": "RUNNING",
+        "dead pid": "KILLED",
+        "pid reused": "KILLED",
+        "untagged": "KILLED",
+    }
+
+
+def test_runs_record_their_process_and_dvc_experiment(
+    mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DVC_EXP_NAME", "sweep-a")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "0123abc")
+    with stage_run("x", "medran-test", {}) as run:
         pass
-    assert mlflow.get_run(orphan.info.run_id).info.status == "KILLED"
+    tags = mlflow.get_run(run.run_id).data.tags
+    assert tags["dvc_exp_name"] == "sweep-a" and tags["dvc_exp_baseline_rev"] == "0123abc"
+    assert tags["pid"] == str(os.getpid()) and tags["host"] == socket.gethostname()
+
+
+def test_default_store_is_at_the_dvc_project_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued or temporary experiment runs in a copy under .dvc/tmp/exps; DVC_ROOT names the
+    project it belongs to, and its runs go to that project's store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    copy = tmp_path / "project" / ".dvc" / "tmp" / "exps" / "tmp1234"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "project"))
+    assert tracking_uri() == f"sqlite:///{tmp_path / 'project' / 'mlflow.db'}"
+    monkeypatch.delenv("DVC_ROOT")
+    assert tracking_uri() == f"sqlite:///{copy / 'mlflow.db'}"
+
+
+def test_dataset_sources_are_paths_in_the_project(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the project, where DVC runs each stage
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "in.txt").write_text("x")
+    with stage_run("x", "medran-test", {}, {"noisy": tmp_path / "data" / "in.txt"}) as run:
+        pass
+    (dataset,) = mlflow.get_run(run.run_id).inputs.dataset_inputs
+    assert json.loads(dataset.dataset.source) == {"uri": "data/in.txt"}
+
+
+SECRET = "s3cr3t-pa55"
+CREDENTIALED = [
+    "https://alice:{s}@127.0.0.1:{port}/",
+    "http://{s}@127.0.0.1:{port}",
+    "postgresql://alice:{s}@127.0.0.1:{port}/mlflow",
+    "mysql+pymysql://127.0.0.1:{port}/mlflow?user=alice&password={s}",
+]
+
+
+@pytest.mark.parametrize("template", CREDENTIALED)
+def test_credentials_never_reach_logs_or_errors(
+    template: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as sock:  # nothing listens: the store fails as a wrong URI would
+        sock.bind(("127.0.0.1", 0))
+        uri = template.format(s=SECRET, port=sock.getsockname()[1])
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        for proxy in ("no_proxy", "NO_PROXY"):
+            monkeypatch.setenv(proxy, "127.0.0.1")
+        failing = pytest.raises(InputError)
+        with caplog.at_level(logging.DEBUG), failing as error, stage_run("x", "medran-test", {}):
+            pass
+    assert "127.0.0.1" in str(error.value)  # the store is named...
+    assert SECRET not in str(error.value) and SECRET not in caplog.text  # ...its secret is not
+    assert SECRET not in redact(uri) and "***" in redact(uri)
 
 
 def test_log_steps_batches_every_step(mlflow_uri: str) -> None:
@@ -118,3 +220,26 @@ def test_log_steps_batches_every_step(mlflow_uri: str) -> None:
     assert not mlflow.MlflowClient().get_metric_history(run.run_id, "flag")
     with stage_run("x", "medran-test", {}, enabled=False) as disabled:
         disabled.log_steps(steps)  # a disabled run ignores it
+
+
+def test_the_ui_server_gets_its_store_by_environment(tmp_path: Path) -> None:
+    """A command line is visible to every user through ``ps``; the environment is not."""
+    database = tmp_path / "mlflow.db"
+    database.touch()
+    uri = f"sqlite:///{database}"
+    command = server_command(uri, 5000)
+    assert not any(str(database) in word for word in command)
+    assert server_env(uri)["MLFLOW_BACKEND_STORE_URI"] == uri
+    with pytest.raises(InputError) as error:
+        server_command(f"https://alice:{SECRET}@mlflow.example.org", 5000)
+    assert SECRET not in str(error.value) and "mlflow.example.org" in str(error.value)
+
+
+def test_library_telemetry_is_off_unless_a_user_opts_in() -> None:
+    code = "import os, medran; print(os.environ['MLFLOW_DISABLE_TELEMETRY'], os.environ['GX_ANALYTICS_ENABLED'])"  # noqa: E501
+    keys = ("MLFLOW_DISABLE_TELEMETRY", "GX_ANALYTICS_ENABLED")
+    env = {k: v for k, v in os.environ.items() if k not in keys}
+    run = functools.partial(subprocess.run, [sys.executable, "-c", code], capture_output=True)
+    assert run(env=env, text=True, check=True).stdout.split() == ["true", "false"]
+    opted_in = env | {"GX_ANALYTICS_ENABLED": "true"}
+    assert run(env=opted_in, text=True, check=True).stdout.split() == ["true", "true"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -85,3 +86,18 @@ def test_a_state_killed_while_being_written_is_skipped(tmp_path: Path) -> None:
     assert latest_checkpoint(tmp_path) == complete
     resumed = fit(tmp_path, checkpoint_every_steps=1)
     assert len(resumed.losses) == 24 - 12
+
+
+def test_a_lost_random_state_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Accelerate reports an RNG state it could not restore at INFO, among routine lines; the
+    loop reports it as a warning instead."""
+    with pytest.raises(Crash):
+        fit(tmp_path, crash_at=13, checkpoint_every_steps=1)
+    for rng_file in tmp_path.glob("state-*/random_states_*.pkl"):
+        rng_file.write_bytes(b"not a pickle")
+    with caplog.at_level(logging.INFO):
+        resumed = fit(tmp_path, checkpoint_every_steps=1)
+    assert len(resumed.losses) == 24 - 12
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("random-number states could not be restored" in r.message for r in warnings)
+    assert not any("Could not load random states" in r.message for r in caplog.records)

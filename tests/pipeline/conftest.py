@@ -33,8 +33,13 @@ class Repo:
 
     def __init__(self, path: Path):
         self.path = path
+        # Each repo logs to its own store (mlflow.db at its root): mlflow.set_tracking_uri in
+        # this process, which a test uses to read a store, also exports MLFLOW_TRACKING_URI.
+        inherited = {
+            k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")
+        }
         self.env = {
-            **os.environ,
+            **inherited,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "MEDRAN_LOG_LEVEL": "WARNING",
             "HF_HUB_OFFLINE": "1",

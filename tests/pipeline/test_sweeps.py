@@ -77,3 +77,28 @@ def test_the_full_robust_preset_runs_as_an_experiment(repo_copy: Repo) -> None:
         )
         tests = {k: v for k, v in metrics.items() if k.endswith(".n")}
         assert tests and all(v >= 1 for v in tests.values())
+
+
+def test_queued_experiments_log_to_the_projects_store(repo_copy: Repo) -> None:
+    """``--queue`` runs each experiment in a copy under .dvc/tmp/exps; its MLflow runs must
+    still land in the project's own store, tagged with the experiment's name."""
+    import mlflow
+
+    repo_copy.run("git", "add", "-A")
+    repo_copy.run("git", "commit", "-q", "-m", "baseline results")
+    names = {"calibrate-4": 4, "calibrate-6": 6}
+    for name, examples in names.items():
+        setting = f"calibrate_robust.examples={examples}"
+        repo_copy.run("dvc", "exp", "run", "--queue", "-n", name, "-S", setting)
+    repo_copy.run("dvc", "exp", "run", "--run-all")
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo_copy.path / 'mlflow.db'}")
+    runs = mlflow.search_runs(
+        experiment_names=["medran"], filter_string="tags.stage = 'calibrate_robust'"
+    )
+    tagged = runs[runs["tags.dvc_exp_name"].isin(list(names))]
+    assert set(tagged["tags.dvc_exp_name"]) == set(names)
+    assert set(tagged["status"]) == {"FINISHED"}
+    baseline = repo_copy.run("git", "rev-parse", "HEAD").stdout.strip()
+    assert set(tagged["tags.dvc_exp_baseline_rev"]) == {baseline}
+    assert not list((repo_copy.path / ".dvc" / "tmp").rglob("mlflow.db"))

@@ -3,7 +3,9 @@
 One Accelerate loop (``training.loop``) with open_clip's ``ClipLoss`` over the global batch.
 Resumable state goes to ``paths.checkpoints`` (a DVC ``persist`` output) every epoch and every
 N steps; a rerun after an interruption resumes from it, unless the params or the data changed
-(the checkpoint carries a fingerprint of both). The released model is an open_clip
+(``training.run_record``: the fingerprint of both, the step history and the run id go beside
+it, so that the loss curve, the final metrics and the MLflow history cover the whole run, and
+a kill while exporting only exports again). The released model is an open_clip
 ``local-dir`` folder written by the main process, with the MLflow run id beside it.
 """
 
@@ -13,7 +15,6 @@ import csv
 import hashlib
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -22,14 +23,16 @@ from medran import layout
 from medran.contracts import FINAL_LOSS, PretrainPaths, stage_id, write_run_id
 from medran.data.errors import DataError
 from medran.data.manifest import NOISY_COLUMNS, read_table
+from medran.data.paths import resolve_all
 from medran.devices import pick_device
 from medran.fsutil import replace_dir
 from medran.models.factory import ClipModel, create_clip, save_local_dir
 from medran.params import Params, PretrainParams
-from medran.tracking import dvc_md5, stage_run
+from medran.tracking import StageRun, dvc_md5, stage_run
+from medran.training import run_record
 from medran.training.clip_objective import train_clip
 from medran.training.data import image_text_tensors
-from medran.training.loop import LoopConfig, LoopHooks, make_accelerator, read_progress
+from medran.training.loop import LoopConfig, LoopHooks, make_accelerator
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +44,6 @@ def training_pairs(data_root: Path, level: float) -> pd.DataFrame:
     if train_rows.empty:
         raise DataError(f"noisy manifest {path} has no training rows")
     return train_rows
-
-
-def reset_stale_checkpoint(checkpoint_dir: Path, fingerprint: str, epochs: int) -> None:
-    """Keep a checkpoint only if it was made with the same params and data and its run did
-    not finish: a forced rerun of a finished run trains again instead of zero steps."""
-    stamp = checkpoint_dir / "fingerprint.txt"
-    progress = read_progress(checkpoint_dir) if checkpoint_dir.is_dir() else None
-    finished = progress is not None and progress["epoch"] >= epochs
-    if stamp.is_file() and stamp.read_text() == fingerprint and not finished:
-        return
-    if checkpoint_dir.exists():
-        log.info("discarding checkpoint %s: finished, or params or data changed", checkpoint_dir)
-        shutil.rmtree(checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True)
-    stamp.write_text(fingerprint)
 
 
 def config_md5(clip: ClipModel) -> str:
@@ -89,35 +77,30 @@ def run(params: Params, *, paths: PretrainPaths, level: float) -> dict[str, floa
     main = accelerator.is_main_process
     pairs = training_pairs(paths.data, level)
     clip = create_clip(p.model, p.pretrained or None, seed=p.seed)
-    images = [paths.data / path for path in pairs["image_path"]]
-    dataset = image_text_tensors(images, pairs["caption"], clip.tokenizer(), clip.image_size)
     noisy = paths.data / layout.noisy_dir(level)
+    images = resolve_all(paths.data, pairs["image_path"], f"{noisy / 'manifest.parquet'}")
+    dataset = image_text_tensors(images, pairs["caption"], clip.tokenizer(), clip.image_size)
     model_md5 = config_md5(clip)
+    history = None
     if main:
         fingerprint = json.dumps([p.model_dump(), dvc_md5(noisy), model_md5], sort_keys=True)
-        digest = hashlib.sha256(fingerprint.encode()).hexdigest()
-        reset_stale_checkpoint(paths.checkpoints, digest, p.epochs)
+        run_record.reset_stale(paths.checkpoints, sha256(fingerprint), p.epochs)
+        history = run_record.StepHistory(paths.checkpoints)
     accelerator.wait_for_everyone()
 
-    stage = stage_id("pretrain", level)
     tags = {
         "noise_level": layout.level_name(level),
         "seed": p.seed,
         "data_md5.model_config": model_md5,
         "model": p.model,
     }
-    curve: list[dict[str, float]] = []
+    if history and history.previous_run_id:  # the killed run this one carries on from
+        tags["resumed_from_run_id"] = history.previous_run_id
+    stage = stage_id("pretrain", level)
     with stage_run(stage, params.experiment, p, {"noisy": noisy}, tags, enabled=main) as tracker:
-
-        def on_step(step: int, values: dict[str, float]) -> None:
-            tracker.log_metrics(values, step=step)
-            curve.append({"step": step, **values})
-
-        def on_epoch(epoch: int, values: dict[str, float]) -> None:
-            tracker.log_metrics(values | {"epoch": epoch}, step=epoch)
-
-        cfg = loop_config(p, paths.checkpoints)
-        train_clip(accelerator, clip, dataset, cfg, LoopHooks(on_step, on_epoch))
+        hooks = logging_hooks(tracker, history)
+        train_clip(accelerator, clip, dataset, loop_config(p, paths.checkpoints), hooks)
+        curve = history.rows if history else []
         metrics = {
             "n_train": len(pairs),
             "n_adversarial": int(pairs["is_adversarial"].sum()),
@@ -129,7 +112,35 @@ def run(params: Params, *, paths: PretrainPaths, level: float) -> dict[str, floa
             export(clip, paths.model, tracker.run_id, level)
             tracker.log_artifact(paths.model, "model")
             write_curve(paths.curve, curve)
+            run_record.mark_exported(paths.checkpoints)
     return metrics
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def logging_hooks(tracker: StageRun, history: run_record.StepHistory | None) -> LoopHooks:
+    """Steps and epochs to MLflow, and steps to the history beside the checkpoints. A resumed
+    run first logs the steps its killed predecessor made, so its history is the whole run's."""
+    if history:
+        restored = [(row["step"], without_step(row)) for row in history.rows]
+        tracker.log_steps(restored)
+        run_record.record_run_id(history.folder, tracker.run_id)
+
+    def on_step(step: int, values: dict[str, float]) -> None:
+        tracker.log_metrics(values, step=step)
+        if history:
+            history.append({"step": step, **values})
+
+    def on_epoch(epoch: int, values: dict[str, float]) -> None:
+        tracker.log_metrics(values | {"epoch": epoch}, step=epoch)
+
+    return LoopHooks(on_step, on_epoch)
+
+
+def without_step(row: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in row.items() if k != "step"}
 
 
 def export(clip: ClipModel, model_dir: Path, run_id: str | None, level: float) -> None:
@@ -140,7 +151,7 @@ def export(clip: ClipModel, model_dir: Path, run_id: str | None, level: float) -
 
 
 def write_curve(path: Path, curve: list[dict[str, float]]) -> None:
-    """Per-step loss and learning rate for ``dvc plots`` (appends after a resume are fine)."""
+    """Per-step loss and learning rate for ``dvc plots``, every step of the run."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["step", "loss", "lr"], extrasaction="ignore")

@@ -13,7 +13,8 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,10 +141,40 @@ def _resume(accelerator: Accelerator, checkpoint_dir: Path | None) -> dict[str, 
     latest = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
     if latest is None:
         return {"epoch": 0, "batch": 0, "step": 0}
-    accelerator.load_state(str(latest))
+    with _accelerate_messages() as messages:
+        accelerator.load_state(str(latest))
+    if any(RNG_NOT_RESTORED in m for m in messages):
+        log.warning(
+            "%s: the random-number states could not be restored; training goes on from the "
+            "saved weights and optimizer, but its random draws differ from an uninterrupted run",
+            latest,
+        )
     progress = json.loads((latest / "progress.json").read_text())
     log.warning("resumed from %s at %s", latest, progress)
     return progress
+
+
+# Accelerate reports a failed RNG restore at INFO only, among routine messages.
+RNG_NOT_RESTORED = "Could not load random states"
+
+
+@contextmanager
+def _accelerate_messages() -> Iterator[list[str]]:
+    """The messages ``accelerate.checkpointing`` logs meanwhile, at any level, kept from the
+    stage's log."""
+    source, messages = logging.getLogger("accelerate.checkpointing"), []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    saved = source.level, source.propagate
+    source.addHandler(handler)
+    source.setLevel(logging.DEBUG)
+    source.propagate = False
+    try:
+        yield messages
+    finally:
+        source.removeHandler(handler)
+        source.setLevel(saved[0])
+        source.propagate = saved[1]
 
 
 @dataclass

@@ -1,9 +1,14 @@
-"""Fault injection for the resume test, loaded by Python at start-up through ``PYTHONPATH``.
+"""Fault injection for the resume tests, loaded by Python at start-up through ``PYTHONPATH``.
 
-When ``MEDRAN_KILL_AFTER_STEP`` is set, the training loop's checkpoint writer is wrapped so
-the process SIGKILLs itself right after the checkpoint of that step is complete: the same
-death as ``kill -9`` from outside, at a point that does not depend on how fast training runs.
-Other processes (``dvc`` itself) never import the loop and are untouched.
+The process SIGKILLs itself at a chosen point: the same death as ``kill -9`` from outside,
+at a point that does not depend on how fast training runs.
+
+- ``MEDRAN_KILL_AFTER_STEP=N``: right after the training loop's checkpoint of step N is
+  complete (``medran.training.loop._save``);
+- ``MEDRAN_KILL_IN_EXPORT=1``: when pre-training starts to export its model, after the final
+  checkpoint (``medran.pipeline.pretrain.export``).
+
+Other processes (``dvc`` itself) never import these modules and are untouched.
 """
 
 from __future__ import annotations
@@ -13,36 +18,49 @@ import importlib.util
 import os
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
-MODULE = "medran.training.loop"
+
+def _die(*_args: Any) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
-class _WrapSave(importlib.abc.MetaPathFinder):
-    def __init__(self, kill_at: int):
-        self.kill_at = kill_at
+class _Wrap(importlib.abc.MetaPathFinder):
+    """Replaces ``module.name`` by ``wrap(original)`` once the module is loaded."""
 
-    def find_spec(self, name, path, target=None):
-        if name != MODULE:
+    def __init__(self, module: str, name: str, wrap: Callable[[Any], Any]):
+        self.module, self.name, self.wrap = module, name, wrap
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.module:
             return None
         sys.meta_path.remove(self)  # find the real module; wrap it once
-        spec = importlib.util.find_spec(name)
+        spec = importlib.util.find_spec(fullname)
         exec_module = spec.loader.exec_module
-        kill_at = self.kill_at
 
         def exec_and_wrap(module):
             exec_module(module)
-            save = module._save
-
-            def save_then_die(accelerator, checkpoint_dir, progress):
-                save(accelerator, checkpoint_dir, progress)
-                if progress["step"] >= kill_at:
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-            module._save = save_then_die
+            setattr(module, self.name, self.wrap(getattr(module, self.name)))
 
         spec.loader.exec_module = exec_and_wrap
         return spec
 
 
+def _save_then_die(kill_at: int) -> Callable[[Any], Any]:
+    def wrap(save):
+        def save_then_die(accelerator, checkpoint_dir, progress):
+            save(accelerator, checkpoint_dir, progress)
+            if progress["step"] >= kill_at:
+                _die()
+
+        return save_then_die
+
+    return wrap
+
+
 if "MEDRAN_KILL_AFTER_STEP" in os.environ:
-    sys.meta_path.insert(0, _WrapSave(int(os.environ["MEDRAN_KILL_AFTER_STEP"])))
+    kill_at = int(os.environ["MEDRAN_KILL_AFTER_STEP"])
+    sys.meta_path.insert(0, _Wrap("medran.training.loop", "_save", _save_then_die(kill_at)))
+if os.environ.get("MEDRAN_KILL_IN_EXPORT"):
+    sys.meta_path.insert(0, _Wrap("medran.pipeline.pretrain", "export", lambda _: _die))
