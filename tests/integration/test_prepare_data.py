@@ -121,10 +121,50 @@ def test_missing_source_folder_is_named(raw_root: Path, tmp_path: Path) -> None:
 def test_sixteen_bit_and_non_square_images_become_square_rgb(tmp_path: Path) -> None:
     ramp = (np.arange(40 * 60).reshape(40, 60) * 20).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "x.png")
-    with Image.open(io.BytesIO(prepare_data.to_rgb_png(tmp_path / "x.png", 16, "t"))) as img:
+    with Image.open(io.BytesIO(prepare_data.to_rgb_png(tmp_path / "x.png", 16, "t", 10**6))) as img:
         pixels = np.asarray(img)
     assert pixels.shape == (16, 16, 3) and pixels.dtype == np.uint8
     assert pixels.min() < 40 and pixels.max() > 200  # stretched, not clipped to white
+
+
+def png_pixels(source: Path | bytes, size: int = 16, max_pixels: int = 10**6) -> np.ndarray:
+    with Image.open(io.BytesIO(prepare_data.to_rgb_png(source, size, "t", max_pixels))) as img:
+        return np.asarray(img)
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(raw_root: Path, tmp_path: Path) -> None:
+    """A PNG whose header claims 20000 x 20000 pixels, in 60 kB: refused by the pixel limit,
+    named by row and param, with nothing written."""
+    project = tmp_path / "project"
+    write_raw(project)
+    victim = sorted((project / "raw/chestxray14/images").iterdir())[1]
+    Image.new("L", (20000, 20000)).save(victim)
+    assert victim.stat().st_size < 10**6
+    limit = r"image too large \(20000 x 20000 pixels\); prepare_data.max_image_pixels is 1000000"
+    with pytest.raises(DataError, match=rf"cls row cls-{victim.name}.*{limit}"):
+        prepare(params(max_image_pixels=10**6), project, project / "prepared")
+    assert not (project / "prepared").exists()
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    """A camera photo stored sideways with orientation 6 (rotate 90° clockwise to view)."""
+    stored = np.zeros((32, 64), np.uint8)
+    stored[:, 32:] = 255  # right half white as stored; upright, the bottom half is white
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "photo.png", exif=exif.tobytes())
+    upright = png_pixels(tmp_path / "photo.png", size=32)[..., 0]
+    assert upright[:8].max() == 0 and upright[-8:].min() == 255
+
+
+def test_palette_images_keep_their_colours(tmp_path: Path) -> None:
+    palette = Image.new("P", (20, 20))
+    palette.putpalette([0, 0, 0, 200, 30, 10] + [0] * 762)
+    palette.paste(1, (0, 0, 20, 20))
+    palette.save(tmp_path / "p.png")
+    palette.save(tmp_path / "pt.png", transparency=0)
+    for name in ("p.png", "pt.png"):
+        assert png_pixels(tmp_path / name)[8, 8].tolist() == [200, 30, 10], name
 
 
 def test_group_splits_are_exact_and_seeded() -> None:

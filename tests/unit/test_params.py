@@ -56,6 +56,11 @@ def test_project_params_load() -> None:
             {"train": 0.9, "val": 0.1, "test": 0.3},
             r"split_fractions\.cls = .*must be 1\.0, got 1\.3",
         ),
+        ("eval_upstream.recall_at", [], r"eval_upstream\.recall_at = \[\].*at least 1 item"),
+        ("eval_upstream.recall_at", [0, 5], r"recall_at = \[0, 5\].*each k must be at least 1"),
+        ("eval_upstream.recall_at", [5, 5], r"recall_at must be distinct"),
+        ("prepare_data.max_image_pixels", 0, r"max_image_pixels = 0.*greater than or equal to 1"),
+        ("prepare_data.decode_threads", 0, r"decode_threads = 0.*greater than or equal to 1"),
         (
             "prepare_data.split_fractions.atlas",
             {"train": 0.8, "val": 0.1, "test": 0.1},

@@ -519,6 +519,34 @@ def test_parquet_row_without_image_bytes(rocov2_parquet_root: Path) -> None:
         read("rocov2_parquet", rocov2_parquet_root)
 
 
+def test_parquet_image_column_of_strings(rocov2_parquet_root: Path) -> None:
+    """A column of file names or base64 text where the encoded bytes belong."""
+    path = rocov2_parquet_root / "data" / "validation-00000-of-00001.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(0, "image", pa.array(["images/ROCO_3.png"])), path)
+    expected = r"row 1 \(image_id 'ROCO_3'\): 'image' must hold the encoded image bytes .*got str"
+    with pytest.raises(DataError, match=expected):
+        read("rocov2_parquet", rocov2_parquet_root)
+
+
+@pytest.mark.parametrize("missing", ["NaN", "nan", "N/A", "null"])
+def test_chestxray14_missing_label_is_no_class(chestxray14_root: Path, missing: str) -> None:
+    path = chestxray14_root / "Data_Entry_2017.csv"
+    path.write_text(path.read_text().replace("No Finding", missing))
+    with pytest.raises(DataError, match=rf"item '00000002_000\.png'.*missing label.*{missing}"):
+        read("chestxray14_csv", chestxray14_root)
+
+
+@pytest.mark.parametrize("name", ["Data_Entry_2017.csv", "test_list.txt"])
+def test_chestxray14_file_not_in_utf8(chestxray14_root: Path, name: str) -> None:
+    path = chestxray14_root / name
+    path.write_bytes(
+        path.read_bytes().replace(b"00000002_000.png", "00000002_000é.png".encode("latin-1"))
+    )
+    with pytest.raises(DataError, match=rf"{name}: not UTF-8 text \(byte b'\\xe9' at offset"):
+        read("chestxray14_csv", chestxray14_root)
+
+
 def test_chestxray14_empty_label(chestxray14_root: Path) -> None:
     path = chestxray14_root / "Data_Entry_2017.csv"
     path.write_text(path.read_text().replace("Cardiomegaly|Emphysema", "Cardiomegaly||Emphysema"))

@@ -9,6 +9,7 @@ import torch
 from medran.contracts import recall_key
 from medran.models.factory import ClipModel
 from medran.models.wrappers import Normalize
+from medran.models.zeroshot import class_embeddings
 
 
 def recall_at_k(similarity: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
@@ -61,14 +62,9 @@ def zero_shot_accuracy(
     prompts: Sequence[str],
     batch_size: int,
 ) -> float:
-    """Top-1 zero-shot accuracy: the predicted class must be one of the item's labels.
-
-    Each class is the mean of its prompt embeddings (CLIP's prompt ensembling)."""
-    class_features = []
-    for name in classes:
-        texts = [p.format(name.lower()) for p in prompts]
-        mean = encode_texts(clip, texts, batch_size).mean(dim=0)
-        class_features.append(mean / mean.norm())
-    predicted = (image_features @ torch.stack(class_features).T).argmax(dim=1)
+    """Top-1 zero-shot accuracy: the predicted class must be one of the item's labels
+    (classes by CLIP's prompt ensembling, :func:`medran.models.zeroshot.class_embeddings`)."""
+    class_features = class_embeddings(clip, classes, prompts, batch_size).to(image_features)
+    predicted = (image_features @ class_features.T).argmax(dim=1)
     hits = [classes[p] in set(item) for p, item in zip(predicted.tolist(), labels, strict=True)]
     return sum(hits) / max(1, len(hits))

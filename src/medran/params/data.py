@@ -74,6 +74,8 @@ class SplitFractions(Section):
 
 class PrepareDataParams(Section):
     image_size: int = Field(ge=16, le=1024)
+    max_image_pixels: int = Field(ge=1)  # a larger source image is refused before decoding
+    decode_threads: int = Field(ge=1)  # images decoded at once
     # "group": hash group ids into splits; "source": keep the splits the source ships with.
     split_strategy: Literal["group", "source"]
     # Per role: the downstream test splits are sized for statistical power, the upstream

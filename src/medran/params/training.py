@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medran.params.base import Section, check_model, check_prompts
+from medran.params.base import Section, check_model, check_prompts, distinct
 
 
 class PretrainParams(Section):
@@ -55,9 +55,16 @@ class ProbeParams(Section):
 
 class EvalUpstreamParams(Section):
     batch_size: int = Field(ge=1)
-    recall_at: list[int]
+    recall_at: list[int] = Field(min_length=1)  # retrieval recall@k for each k
     # Zero-shot prompts on the chest X-ray set; {} is the lower-cased label.
     prompts: list[str]
     probe: ProbeParams
 
     _placeholder = field_validator("prompts")(check_prompts)
+
+    @field_validator("recall_at")
+    @classmethod
+    def _ks(cls, value: list[int]) -> list[int]:
+        if any(k < 1 for k in value):
+            raise ValueError(f"each k must be at least 1 (recall@0 is always 0), got {value}")
+        return distinct("recall_at", value)

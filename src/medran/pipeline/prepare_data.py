@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 
 from medran.contracts import PrepareDataPaths
 from medran.data.errors import DataError
@@ -82,12 +81,20 @@ def assign_splits(
     return groups.astype(str).map(split_of)
 
 
-def to_rgb_png(source: Path | bytes, size: int, where: str) -> bytes:
-    """Decode any image, make it square RGB uint8 at ``size`` px, return PNG bytes."""
+def to_rgb_png(source: Path | bytes, size: int, where: str, max_pixels: int) -> bytes:
+    """Decode any image (upright by its EXIF orientation), make it square RGB uint8 at
+    ``size`` px, return PNG bytes. An image above ``max_pixels`` is refused before decoding
+    (``prepare_data.max_image_pixels``: a decompression bomb would exhaust memory)."""
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            if img.width * img.height > max_pixels:
+                raise Image.DecompressionBombError(f"{img.width} x {img.height} pixels")
             img.load()
-            img = _to_8bit(img).convert("RGB")
+            img = _to_rgb(ImageOps.exif_transpose(img))
+    except Image.DecompressionBombError as e:
+        raise DataError(
+            f"{where}: image too large ({e}); prepare_data.max_image_pixels is {max_pixels}"
+        ) from e
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{where}: image cannot be decoded ({e})") from e
     side = min(img.size)
@@ -100,17 +107,21 @@ def to_rgb_png(source: Path | bytes, size: int, where: str) -> bytes:
     return buffer.getvalue()
 
 
-def _to_8bit(img: Image.Image) -> Image.Image:
+def _to_rgb(img: Image.Image) -> Image.Image:
     # 16-bit and float radiographs: stretch to the 8-bit range instead of clipping.
-    if img.mode in ("I", "I;16", "I;16B", "F"):
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         array = np.asarray(img, dtype=np.float64)
         lo, hi = float(array.min()), float(array.max())
         scaled = (array - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(array)
-        return Image.fromarray(scaled.round().astype(np.uint8), mode="L")
-    return img
+        img = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+    elif img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # Pillow's own route for palettes with transparency
+    return img.convert("RGB")
 
 
-def write_images(frame: pd.DataFrame, role: str, out_root: Path, size: int) -> pd.DataFrame:
+def write_images(
+    frame: pd.DataFrame, role: str, out_root: Path, p: PrepareDataParams
+) -> pd.DataFrame:
     """Convert each distinct source image once (VQA rows share images); add path and sha256."""
     folder = out_root / "images" / role
     folder.mkdir(parents=True, exist_ok=True)
@@ -121,12 +132,14 @@ def write_images(frame: pd.DataFrame, role: str, out_root: Path, size: int) -> p
 
     def convert(owner: tuple[str, str, Path | bytes]) -> tuple[str, str, str]:
         key, row_id, image = owner
-        data = to_rgb_png(image, size, f"{role} row {row_id} ({_describe(image)})")
+        where = f"{role} row {row_id} ({_describe(image)})"
+        data = to_rgb_png(image, p.image_size, where, p.max_image_pixels)
         relative = f"images/{role}/{row_id}.png"
         (out_root / relative).write_bytes(data)
         return key, relative, hashlib.sha256(data).hexdigest()
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    # Bounded: each thread holds a decoded image, and a many-core node would hold hundreds.
+    with ThreadPoolExecutor(max_workers=p.decode_threads) as pool:
         rows = owners.itertuples(index=False, name=None)
         done = {key: (path, digest) for key, path, digest in pool.map(convert, rows)}
     frame["image_path"] = keys.map(lambda k: done[k][0])
@@ -146,6 +159,9 @@ def run(params: Params, *, paths: PrepareDataPaths) -> dict:
     """Read every source (paths relative to the working directory, the project root) and
     write the manifests and images to ``paths.out``; returns per-role counts."""
     p = params.prepare_data
+    # to_rgb_png checks each image against p.max_image_pixels before decoding it; Pillow's
+    # own check (a warning, then an error at twice its limit) would disagree with the param.
+    Image.MAX_IMAGE_PIXELS = None
     project_root = Path.cwd()
     frames = {role: read_source(role, spec, project_root) for role, spec in p.sources.items()}
     metrics: dict[str, float] = {"image_size": p.image_size}
@@ -166,7 +182,7 @@ def prepare_role(
         seed,
         frame["source_split"] if by_source else None,
     )
-    frame = write_images(frame, role, out_root, p.image_size)
+    frame = write_images(frame, role, out_root, p)
     write_manifest(frame, out_root, role, ROLE_KIND[role])
     metrics = {f"{role}.rows": len(frame), f"{role}.groups": frame["group_id"].nunique()}
     for split in SPLITS:

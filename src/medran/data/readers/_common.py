@@ -6,6 +6,7 @@ value, so each reader stays a short description of its dataset's layout.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,24 @@ def image_file(folder: Path, name: str, where: str) -> Path:
     return path
 
 
+def read_utf8(path: Path) -> str:
+    """A text file's content; a file in another encoding is named with the first bad byte."""
+    try:
+        return require_file(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        bad = e.object[e.start : e.start + 1]
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {bad!r} at offset {e.start}); re-encode it, e.g. "
+            f"iconv -f latin1 -t utf-8"
+        ) from e
+
+
 def load_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     """Read a CSV as strings (no NA guessing), checking it exists and has ``required``."""
-    require_file(path)
+    text = read_utf8(path)
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as e:
         raise DataError(f"{path}: not a readable CSV file: {e}") from e
     require_columns(frame.columns, required, str(path))
     return frame
@@ -62,10 +75,10 @@ def load_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
 
 def load_json_records(path: Path) -> list[dict[str, Any]]:
     """Read a JSON file holding a list of objects (records)."""
-    require_file(path)
+    text = read_utf8(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
         raise DataError(f"{path}: not a valid JSON file: {e}") from e
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")

@@ -63,10 +63,30 @@ def require_field(record: dict[str, Any], field: str, where: str) -> Any:
     return value
 
 
+# Label values that mean "missing" in spreadsheets and pandas, never a finding's name.
+MISSING_LABELS = frozenset({"nan", "na", "n/a", "null", ""})
+
+
+def check_labels(labels: Any, where: str) -> list[str]:
+    """A non-empty list of label names, none of them a missing-value marker."""
+    values = list(labels) if isinstance(labels, list | tuple) else [labels]
+    bad = [v for v in values if not isinstance(v, str) or v.strip().lower() in MISSING_LABELS]
+    if not values or bad:
+        raise DataError(
+            f"{where}: missing label value(s) {bad or values!r}; a label set names at least one "
+            "finding (ChestX-ray14 writes 'No Finding' for none)"
+        )
+    return values
+
+
 def finish(rows: list[dict[str, Any]], kind: Kind, where: str) -> pd.DataFrame:
-    """Build the reader's frame, checking the contract (non-empty, unique source ids)."""
+    """Build the reader's frame, checking the contract (non-empty, unique source ids, labels
+    that are names)."""
     if not rows:
         raise DataError(f"{where}: dataset is empty")
+    if kind == "labels":
+        for row in rows:
+            check_labels(row["labels"], f"{where} item {row['source_id']!r}")
     # object dtype keeps None as None (pandas 3 would turn a partly-missing str column into NaN).
     frame = pd.DataFrame(rows, columns=[*COMMON_COLUMNS, *KIND_COLUMNS[kind]], dtype=object)
     duplicated = frame["source_id"][frame["source_id"].duplicated()]

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from medran.data.errors import DataError
-from medran.data.readers._common import image_file, image_folder, load_csv
+from medran.data.readers._common import image_file, image_folder, load_csv, read_utf8
 from medran.data.readers.base import finish, require_field
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def _official_splits(root: Path) -> dict[str, str]:
         path = root / name
         if not path.is_file():
             continue
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(read_utf8(path).splitlines(), start=1):
             image = line.strip()
             if not image:
                 continue

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from medran.data.errors import DataError
-from medran.data.readers._common import image_file, image_folder
+from medran.data.readers._common import image_file, image_folder, read_utf8
 from medran.data.readers.base import finish, require_field, require_file
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,7 @@ def read(
 
 def _records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """The (line number, record) pairs of a JSONL file; blank lines are skipped."""
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not a UTF-8 text file: {e}") from e
+    lines = read_utf8(path).split("\n")
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -113,6 +113,11 @@ def _parquet_rows(path: Path, split: str | None) -> list[dict[str, Any]]:
         data = image.get("bytes") if isinstance(image, dict) else image
         if not data:
             raise DataError(f"{where}: image bytes are missing or empty")
+        if not isinstance(data, bytes | bytearray):
+            raise DataError(
+                f"{where}: 'image' must hold the encoded image bytes (or a {{bytes, path}} "
+                f"struct, as datasets writes it), got {type(data).__name__} {str(data)[:60]!r}"
+            )
         rows.append(
             {
                 "source_id": source_id,
