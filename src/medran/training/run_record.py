@@ -19,12 +19,10 @@ from medran.training.loop import read_progress
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT, HISTORY, RUN_ID, EXPORTED = (
-    "fingerprint.txt",
-    "history.jsonl",
-    "run_id.txt",
-    "exported",
-)
+FINGERPRINT = "fingerprint.txt"
+HISTORY = "history.jsonl"
+RUN_ID = "run_id.txt"
+EXPORTED = "exported"
 
 
 def reset_stale(checkpoint_dir: Path, fingerprint: str, epochs: int) -> None:
