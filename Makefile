@@ -27,7 +27,7 @@ install: $(VENV)/.installed ## Create .venv and install the exact locked version
 repro: install ## Run the whole pipeline (dvc repro) on the embedded synthetic default
 	dvc repro
 	@echo "Summary: reports/summary.md, figures: reports/figures/, metrics: dvc metrics show"
-	@echo "Compare the runs in the MLflow UI: make ui  (then open http://127.0.0.1:5000)"
+	@echo "Compare the runs in the MLflow UI: make ui  (then open the address it prints)"
 
 benchmark: install ## Time the whole default pipeline from nothing -> reports/benchmarks/pipeline.json
 	python -m medran.benchmark
@@ -83,9 +83,16 @@ lint: install ## Check style with ruff
 format: install ## Format and fix with ruff
 	ruff format . && ruff check --fix .
 
-lock: | $(BIN)/python ## Re-resolve dependencies from pyproject.toml into requirements.lock
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	$(BIN)/python -m pip freeze --exclude-editable --exclude torchattacks > requirements.lock
+# Resolve with pip, then record every installed version with the hashes of its PyPI files.
+lock: | $(BIN)/python ## Re-resolve dependencies from pyproject.toml into requirements.lock (pins + hashes)
+	$(BIN)/python -m pip install --quiet --upgrade -e ".[dev]"
+	mkdir -p build
+	$(BIN)/python -m pip freeze --exclude-editable --exclude torchattacks > build/freeze.txt
+	$(BIN)/uv pip compile build/freeze.txt --no-deps --generate-hashes --no-header \
+		--no-annotate --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o build/hashed.txt
+	{ echo "# Exact versions of every package the project installs (Python 3.11, Linux x86_64), with"; \
+	  echo "# the hashes of their PyPI files. Regenerate with \`make lock\` after changing pyproject.toml."; \
+	  cat build/hashed.txt; } > requirements.lock
 
 clean: ## Remove the virtual environment and caches (not DVC data)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

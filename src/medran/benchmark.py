@@ -32,8 +32,8 @@ from pathlib import Path
 import psutil
 import yaml
 
+from medran.lineage import git_commit
 from medran.params import deep_merge, read_yaml
-from medran.tracking import git_commit
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 MB = 1024 * 1024
@@ -134,8 +134,8 @@ def apply_overrides(params_file: Path, overrides: Path) -> None:
     params_file.write_text(yaml.safe_dump(merged, sort_keys=False))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="medran benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--project", type=Path, default=Path.cwd())
     parser.add_argument("--out", type=Path, default=Path("reports/benchmarks/pipeline.json"))
     parser.add_argument("--workdir", type=Path, help="run here instead of a temporary folder")
@@ -143,7 +143,7 @@ def main() -> None:
         "--overrides", type=Path, help="a preset merged over params.yaml, e.g. configs/ci.yaml"
     )
     parser.add_argument("--interval", type=float, default=0.25, help="memory sampling, s")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     project = args.project.resolve()
     with tempfile.TemporaryDirectory(prefix="medran-benchmark-") as tmp:

@@ -83,7 +83,7 @@ def run_stage(stage: str, argv: list[str] | None = None) -> dict[str, Any]:
     if stage == "pretrain":  # several processes: re-exec under accelerate launch, before work
         from medran.launch import relaunch
 
-        relaunch(params.pretrain.num_processes, params.pretrain.mixed_precision)
+        relaunch(params.pretrain)
     return execute(stage, params, paths, **keys)
 
 

@@ -13,7 +13,6 @@ shown only through :func:`redact`: a store's credentials never reach a log or an
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -21,7 +20,6 @@ import numbers
 import os
 import re
 import socket
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -30,13 +28,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from medran.errors import InputError
+from medran.lineage import dvc_md5, git_commit
 
 log = logging.getLogger(__name__)
 
 STORE = "mlflow.db"  # the default SQLite store, at the project's root
+# MLflow 3's UI opens an experiment on its GenAI overview unless its kind says otherwise;
+# medran's runs are model training, whose landing view is the runs table.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# Stages whose runs also record CPU, memory (and GPU) use as ``system/*`` metrics, sampled
+# every 10 s by MLflow: the training and attack stages, where the cost is.
+SYSTEM_METRICS_STAGES = (
+    "pretrain",
+    "train_surrogate",
+    "finetune",
+    "attack_images",
+    "attack_captions",
+)
 BATCH = 1000  # metrics per MLflow log_batch call, MLflow's limit
 # What DVC sets for a stage of `dvc exp run`, tagged on its runs: (environment, tag).
 EXPERIMENT_TAGS = {"DVC_EXP_NAME": "dvc_exp_name", "DVC_EXP_BASELINE_REV": "dvc_exp_baseline_rev"}
@@ -91,7 +100,11 @@ def ensure_experiment(name: str, uri: str) -> str:
 
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        return mlflow.create_experiment(name, artifact_location=artifact_root(uri))
+        tags = dict([EXPERIMENT_KIND])
+        return mlflow.create_experiment(name, artifact_location=artifact_root(uri), tags=tags)
+    key, kind = EXPERIMENT_KIND
+    if experiment.tags.get(key) != kind:  # a store made before the tag was set
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, kind)
     return experiment.experiment_id
 
 
@@ -107,75 +120,6 @@ def flatten(params: Any, prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
     return flat
-
-
-def git_commit(cwd: Path | None = None) -> str:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return result.stdout.strip()
-
-
-def dvc_md5(path: Path, project_root: Path | None = None) -> str:
-    """The DVC md5 of ``path``: from ``dvc.lock`` (stage outputs) or ``<path>.dvc`` (added
-    data); computed the same way for paths DVC does not track yet (e.g. in tests)."""
-    root = (project_root or Path.cwd()).resolve()
-    path = Path(path).resolve()
-    relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else None
-    lock = root / "dvc.lock"
-    if relative and lock.is_file():
-        stat = lock.stat()
-        md5 = _locked_md5s(str(lock), stat.st_mtime_ns, stat.st_size).get(relative)
-        if md5:
-            return md5
-    dvc_file = path.with_name(path.name + ".dvc")
-    if dvc_file.is_file():
-        outs = (_load_yaml(dvc_file.read_text()) or {}).get("outs", [])
-        if outs and "md5" in outs[0]:
-            return outs[0]["md5"]
-    return computed_md5(path)
-
-
-@functools.lru_cache(maxsize=4)
-def _locked_md5s(lock: str, mtime_ns: int, size: int) -> dict[str, str]:
-    """Every stage output's md5 in ``dvc.lock``, parsed once per version of the file (with
-    90 stages it is large, and the pure-Python YAML parser takes seconds on it)."""
-    stages = (_load_yaml(Path(lock).read_text()) or {}).get("stages", {})
-    return {
-        out["path"]: out["md5"]
-        for stage in stages.values()
-        for out in stage.get("outs", [])
-        if "path" in out and "md5" in out
-    }
-
-
-def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-
-
-def computed_md5(path: Path) -> str:
-    """DVC's scheme: md5 of a file, or for a folder md5 of its sorted (relpath, md5) listing."""
-    if path.is_file():
-        return _file_md5(path)
-    if not path.is_dir():
-        raise InputError(f"input {path} does not exist")
-    entries = [
-        {"md5": _file_md5(p), "relpath": p.relative_to(path).as_posix()}
-        for p in sorted(path.rglob("*"))
-        if p.is_file()
-    ]
-    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
-
-
-def _file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class StageRun:
@@ -237,6 +181,24 @@ def process_tags(pid: int | None = None) -> dict[str, str]:
     return {"host": socket.gethostname(), "pid": str(pid), "pid_start": _started(pid)}
 
 
+def pipeline_tags() -> dict[str, str]:
+    """``pipeline_run``: which ``dvc repro`` (or experiment of ``dvc exp run``) ran this
+    stage, the same for all its stages' runs: a digest of the nearest DVC process above this
+    one (host, pid, start time). ``tags.pipeline_run = '...'`` lists one run's stages in the
+    UI. Empty when no DVC process started this one (a stage run by hand)."""
+    import psutil
+
+    try:
+        for parent in psutil.Process().parents():
+            command = parent.cmdline()
+            if any(Path(arg).name == "dvc" for arg in command[:3]) or "dvc" in command[1:3]:
+                key = f"{socket.gethostname()}:{parent.pid}:{parent.create_time():.2f}"
+                return {"pipeline_run": hashlib.sha1(key.encode()).hexdigest()[:12]}
+    except psutil.Error:  # a parent gone or not readable: no grouping, nothing else lost
+        pass
+    return {}
+
+
 def _started(pid: int) -> str:
     import psutil
 
@@ -275,6 +237,20 @@ def close_orphans(experiment_id: str, stage: str) -> None:
         mlflow.MlflowClient().set_terminated(orphan.info.run_id, status="KILLED")
 
 
+def run_name(stage: str, tags: Mapping[str, Any]) -> str:
+    """The stage, and for the run of one fine-tuned model (tagged ``task`` and ``method``) what
+    tells it from the stage's other runs: the model unless the stage names it, the seed, and
+    the robust protocol's preset, e.g. ``finetune@0.5-vqa-ran seed0`` or
+    ``eval_robust@0.5 vqa-ran seed0 default``."""
+    if not {"task", "method"} <= tags.keys():
+        return stage
+    model = f"{tags['task']}-{tags['method']}"
+    parts = [stage] if stage.endswith(model) else [stage, model]
+    parts += [f"seed{tags['seed']}"] if "seed" in tags else []
+    parts += [str(tags["preset"])] if "preset" in tags else []
+    return " ".join(parts)
+
+
 @contextmanager
 def stage_run(
     stage: str,
@@ -284,7 +260,8 @@ def stage_run(
     tags: Mapping[str, Any] | None = None,
     enabled: bool = True,
 ) -> Iterator[StageRun]:
-    """One MLflow run named after the DVC stage; marked FAILED if the body raises."""
+    """One MLflow run tagged with its DVC stage and named by :func:`run_name`; marked FAILED
+    if the body raises."""
     if not enabled:
         yield StageRun(None)
         return
@@ -303,11 +280,15 @@ def stage_run(
         raise InputError(message) from e
     close_orphans(experiment_id, stage)
     digests = {name: dvc_md5(path) for name, path in (inputs or {}).items()}
-    all_tags = {"stage": stage, "git_commit": git_commit(), **process_tags()}
+    all_tags = {"stage": stage, "git_commit": git_commit(), **process_tags(), **pipeline_tags()}
     all_tags |= {tag: os.environ[e] for e, tag in EXPERIMENT_TAGS.items() if os.environ.get(e)}
     all_tags |= {f"data_md5.{name}": digest for name, digest in digests.items()}
     all_tags |= {k: str(v) for k, v in (tags or {}).items()}
-    with mlflow.start_run(run_name=stage, tags=all_tags) as run:
+    name = run_name(stage, tags or {})
+    system = stage.split("@")[0] in SYSTEM_METRICS_STAGES
+    # Its start and stop lines at INFO would follow every run in the stage's log.
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    with mlflow.start_run(run_name=name, tags=all_tags, log_system_metrics=system) as run:
         flat = flatten(params)
         items = list(flat.items())
         for start in range(0, len(items), 100):  # MLflow accepts 100 params per batch
@@ -316,5 +297,5 @@ def stage_run(
             # Relative to the project: an absolute path tells others about this machine.
             source = LocalArtifactDatasetSource(os.path.relpath(Path(path).resolve()))
             mlflow.log_input(MetaDataset(source, name=name, digest=digests[name]), context=name)
-        log.info("MLflow run %s (%s) in %s", run.info.run_id, stage, redact(uri))
+        log.info("MLflow run %s (%s) in %s", run.info.run_id, name, redact(uri))
         yield StageRun(run.info.run_id)

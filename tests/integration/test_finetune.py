@@ -138,7 +138,7 @@ def test_finetune_writes_models_metrics_and_lineage(
             run = mlflow.get_run(json.loads((folder / "run.json").read_text())["run_id"])
             stage = f"finetune@0.0-{task}-{method}"
             tags = run.data.tags
-            assert run.info.status == "FINISHED" and run.info.run_name == stage
+            assert run.info.status == "FINISHED" and run.info.run_name == f"{stage} seed{seed}"
             assert tags["stage"] == stage and tags["noise_level"] == "0.0"
             assert (tags["task"], tags["method"], tags["seed"]) == (task, method, str(seed))
             assert tags["upstream_run_id"] == PRETRAIN_RUN and "git_commit" in tags

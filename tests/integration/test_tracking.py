@@ -18,9 +18,8 @@ import pytest
 from pydantic import BaseModel
 
 from medran.errors import InputError
+from medran.lineage import computed_md5, dvc_md5
 from medran.tracking import (
-    computed_md5,
-    dvc_md5,
     flatten,
     process_tags,
     redact,
@@ -154,6 +153,67 @@ def test_runs_record_their_process_and_dvc_experiment(
     tags = mlflow.get_run(run.run_id).data.tags
     assert tags["dvc_exp_name"] == "sweep-a" and tags["dvc_exp_baseline_rev"] == "0123abc"
     assert tags["pid"] == str(os.getpid()) and tags["host"] == socket.gethostname()
+
+
+def test_runs_are_named_by_what_tells_them_apart(mlflow_uri: str) -> None:
+    model = {"task": "vqa", "method": "ran", "seed": 0}
+    runs = {
+        "finetune@0.5-vqa-ran seed0": ("finetune@0.5-vqa-ran", model),
+        "eval_robust@0.5 vqa-ran seed0 default": ("eval_robust@0.5", model | {"preset": "default"}),
+        "pretrain@0.5": ("pretrain@0.5", {"seed": 0}),  # one run per stage: the stage says it
+    }
+    for name, (stage, tags) in runs.items():
+        with stage_run(stage, "medran-test", {}, tags=tags) as run:
+            pass
+        logged = mlflow.get_run(run.run_id)
+        assert logged.info.run_name == name and logged.data.tags["stage"] == stage
+
+
+def test_training_and_attack_runs_record_system_metrics(
+    mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    recorded = {}
+    for stage in ("finetune@0.0-cls-ran", "report"):
+        with stage_run(stage, "medran-test", {}) as run:
+            time.sleep(1.0)
+        recorded[stage] = mlflow.get_run(run.run_id).data.metrics
+    assert "system/cpu_utilization_percentage" in recorded["finetune@0.0-cls-ran"]
+    assert "system/system_memory_usage_megabytes" in recorded["finetune@0.0-cls-ran"]
+    assert not any(k.startswith("system/") for k in recorded["report"])
+
+
+def test_the_stages_of_one_dvc_run_share_a_pipeline_tag(tmp_path: Path) -> None:
+    """A program named ``dvc`` starts two stages, twice: each invocation's stages share one
+    ``pipeline_run`` value, and the two invocations differ; a stage run by hand has none."""
+    stage = "from medran.tracking import pipeline_tags; print(pipeline_tags())"
+    dvc = tmp_path / "dvc"
+    dvc.write_text(
+        f"#!{sys.executable}\nimport subprocess, sys\n"
+        f"for _ in range(2):\n    subprocess.run([sys.executable, '-c', {stage!r}], check=True)\n"
+    )
+    dvc.chmod(0o755)
+
+    def tags_of_one_run() -> list[str]:
+        out = subprocess.run([str(dvc)], capture_output=True, text=True, check=True).stdout
+        return out.splitlines()
+
+    first, second = tags_of_one_run(), tags_of_one_run()
+    assert len(set(first)) == 1 and "pipeline_run" in first[0]
+    assert set(first) != set(second) and len(set(second)) == 1
+    by_hand = subprocess.run([sys.executable, "-c", stage], capture_output=True, text=True)
+    assert by_hand.stdout.strip() == "{}"
+
+
+def test_the_experiment_is_marked_as_model_training(mlflow_uri: str) -> None:
+    client = mlflow.MlflowClient(mlflow_uri)
+    old = client.create_experiment("made-before-the-tag")  # a store from an older medran
+    for name in ("medran-test", "made-before-the-tag"):
+        with stage_run("x", name, {}):
+            pass
+        kind = client.get_experiment_by_name(name).tags.get("mlflow.experimentKind")
+        assert kind == "custom_model_development", name
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_default_store_is_at_the_dvc_project_root(

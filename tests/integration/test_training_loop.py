@@ -101,3 +101,19 @@ def test_a_lost_random_state_is_a_warning(tmp_path: Path, caplog: pytest.LogCapt
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert any("random-number states could not be restored" in r.message for r in warnings)
     assert not any("Could not load random states" in r.message for r in caplog.records)
+
+
+def test_the_progress_bar_counts_every_batch_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("medran.progress.shown", lambda main=True: main)  # as on a terminal
+    fit(None, label="finetune@0.0-cls-ran seed0")
+    drawn = capsys.readouterr().err
+    assert "finetune@0.0-cls-ran seed0:   0%|" in drawn and " 0/24 " in drawn
+    assert "epoch=3/3" in drawn
+    # A resumed run's bar starts where the checkpoint left off.
+    with pytest.raises(Crash):
+        fit(tmp_path, crash_at=13, checkpoint_every_steps=1)
+    capsys.readouterr()
+    fit(tmp_path, checkpoint_every_steps=1)
+    assert " 12/24 " in capsys.readouterr().err

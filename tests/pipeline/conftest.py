@@ -20,7 +20,7 @@ import yaml
 from medran.params import deep_merge
 
 ROOT = Path(__file__).resolve().parents[2]
-COPIED = ("dvc.yaml", "stages", "src", ".dvcignore")
+COPIED = ("dvc.yaml", "stages", "src", "configs", ".dvcignore")
 
 
 def ci_params() -> dict[str, Any]:

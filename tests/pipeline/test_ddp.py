@@ -1,6 +1,7 @@
 """``pretrain@<level>`` under real 2-process CPU DDP (gloo) gives the 1-process result.
 
-The stage relaunches itself with ``accelerate launch --multi_gpu --num_processes 2`` when
+The stage relaunches itself with ``accelerate launch --config_file <pretrain.accelerate_config>
+--num_processes 2`` (the default config: one machine, MULTI_GPU, which is gloo DDP on CPUs) when
 ``pretrain.num_processes`` is 2. At the same global batch the two runs see the same samples
 per optimizer step (Accelerate's seedable sampler deals batch 2k to rank 0 and 2k+1 to rank 1
 of the same shuffle; ``ClipLoss`` gathers features with gradients over the ranks, and DDP

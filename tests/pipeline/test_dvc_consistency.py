@@ -32,6 +32,8 @@ INFRASTRUCTURE = {
     "medran.runner",
     "medran.launch",
     "medran.tracking",
+    "medran.lineage",  # the digests runs are tagged with
+    "medran.progress",  # progress bars on a terminal
 }
 
 

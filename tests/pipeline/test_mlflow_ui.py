@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -89,10 +90,14 @@ def stop_group(server: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def ui_url(built_repo: Repo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def ui_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mlflow-ui") / "server.log"
+
+
+@pytest.fixture(scope="module")
+def ui_url(built_repo: Repo, ui_log: Path) -> Iterator[str]:
     """``python -m medran.ui`` (what ``make ui`` runs) in the built repo, on a free port."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("mlflow-ui") / "server.log"
+    port, log = free_port(), ui_log
     env = {k: v for k, v in built_repo.env.items() if k != "MLFLOW_TRACKING_URI"}
     with log.open("wb") as out:
         server = subprocess.Popen(
@@ -142,22 +147,25 @@ def names(runs: list[dict[str, Any]]) -> Counter[str]:
 
 
 def expected_runs(params: dict[str, Any], level: str, method: str | None = None) -> Counter[str]:
-    """Run names (= stage names) per level: one pretrain and one eval_upstream run; per task and
-    method one finetune stage with a run per seed, and one eval_robust run per trained model;
-    at the calibration level, two calibrate_robust runs (both presets) per task and method."""
-    finetune = params["finetune"]
+    """Run names per level: one pretrain and one eval_upstream run; per task, method and seed
+    a finetune run and an eval_robust run of the trained model under the preset; at the
+    calibration level, per task and method two calibrate_robust runs of the first seed (the
+    preset and the full one) unless the preset is the full one."""
+    finetune, preset = params["finetune"], params["eval_robust"]["preset"]
     methods = [m for m in finetune["methods"] if method in (None, m)]
-    seeds = len(finetune["seeds"])
-    calibrated = float(level) == params["calibrate_robust"]["level"]
+    calibrated = float(level) == params["calibrate_robust"]["level"] and preset != "full"
     runs: Counter[str] = Counter()
     if method is None:
         runs.update({f"pretrain@{level}": 1, f"eval_upstream@{level}": 1})
     for task in finetune["tasks"]:
         for m in methods:
-            runs[f"finetune@{level}-{task}-{m}"] += seeds
-            runs[f"eval_robust@{level}"] += seeds
-            runs["calibrate_robust"] += 2 * calibrated
-    return +runs  # drops a zero count
+            for seed in finetune["seeds"]:
+                runs[f"finetune@{level}-{task}-{m} seed{seed}"] += 1
+                runs[f"eval_robust@{level} {task}-{m} seed{seed} {preset}"] += 1
+            first = finetune["seeds"][0]
+            for name in (preset, "full") if calibrated else ():
+                runs[f"calibrate_robust {task}-{m} seed{first} {name}"] += 1
+    return runs
 
 
 def levels(repo: Repo) -> list[str]:
@@ -173,6 +181,14 @@ def test_runs_filtered_by_tags_match_params(ui_url: str, built_repo: Repo) -> No
         assert {run["info"]["status"] for run in runs} == {"FINISHED"}, level
         ran = search(ui_url, experiment, f"tags.noise_level = '{level}' and tags.method = 'ran'")
         assert names(ran) == expected_runs(params, level, "ran"), level
+    # One `dvc repro` built the store: every run carries its one pipeline_run tag.
+    every = search(ui_url, experiment, "")
+    groups = {
+        tag["value"] for run in every for tag in run["data"]["tags"] if tag["key"] == "pipeline_run"
+    }
+    assert len(groups) == 1
+    (group,) = groups
+    assert len(search(ui_url, experiment, f"tags.pipeline_run = '{group}'")) == len(every)
 
 
 def test_run_artifacts_are_served(ui_url: str, built_repo: Repo) -> None:
@@ -286,15 +302,25 @@ def fit_column(driver: webdriver.Chrome, col_id: str) -> None:
 
 
 def test_browser_filters_runs_by_noise_level(
-    ui_url: str, built_repo: Repo, browser: webdriver.Chrome, tmp_path: Path
+    ui_url: str, ui_log: Path, built_repo: Repo, browser: webdriver.Chrome, tmp_path: Path
 ) -> None:
     experiment, params = experiment_id(ui_url, built_repo), built_repo.params()
     level, *others = reversed(levels(built_repo))
-    # The model-training view of the runs table (a fresh profile opens the GenAI overview).
-    browser.get(f"{ui_url}/#/experiments/{experiment}/runs?workflowType=machine_learning")
-    WebDriverWait(browser, PAGE_TIMEOUT_S).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, "input[data-testid='search-box']")
-    )
+    # The address `make ui` prints lands a fresh browser profile on the runs table, every run
+    # listed (a bare experiment address opens MLflow 3's GenAI overview instead).
+    (printed,) = re.findall(r"MLflow UI on .*: (http://\S+)", ui_log.read_text())
+    browser.get(printed)
+    every = {run["info"]["run_id"] for run in search(ui_url, experiment, "")}
+    try:
+        WebDriverWait(browser, PAGE_TIMEOUT_S).until(
+            lambda d: (
+                d.find_elements(By.CSS_SELECTOR, "input[data-testid='search-box']")
+                and f"{len(every)} matching runs" in d.find_element(By.TAG_NAME, "body").text
+            )
+        )
+    except TimeoutException:
+        pytest.fail(f"{printed} did not land on the runs table: {browser.current_url}")
+    assert f"#/experiments/{experiment}/runs" in browser.current_url
     for close in browser.find_elements(
         By.CSS_SELECTOR, "button[data-component-id='mlflow.assistant.chat_panel.close']"
     ):
@@ -319,8 +345,8 @@ def test_browser_filters_runs_by_noise_level(
     toggle_columns(
         browser, [*hidden, *(("Tags", t) for t in tags), *(("Metrics", m) for m in metrics)]
     )
-    for metric in metrics:  # fails if the column is missing
-        fit_column(browser, f"metrics.`{metric}`")
+    for column in ("attributes.`Run Name`", *(f"metrics.`{m}`" for m in metrics)):
+        fit_column(browser, column)  # fails if the column is missing
     ActionChains(browser).move_to_element(browser.find_element(By.TAG_NAME, "body")).perform()
 
     screenshot = tmp_path / "mlflow-compare.png"

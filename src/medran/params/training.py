@@ -23,6 +23,7 @@ class PretrainParams(Section):
     max_grad_norm: float = Field(ge=0.0)
     mixed_precision: Literal["no", "fp16", "bf16"]
     num_processes: int = Field(ge=1)
+    accelerate_config: str = Field(min_length=1)
     device: Literal["auto", "cpu"]  # auto: GPUs when present
     checkpoint_every_steps: int = Field(ge=0)  # 0: checkpoint at each epoch end only
     seed: int = Field(ge=0)

@@ -19,6 +19,7 @@ from medran.models.finetuned import read_config, seed_dir
 from medran.names import FULL_PRESET
 from medran.params import Params
 from medran.pipeline.eval_robust import Level, evaluate_logged, examples, load_level, load_tasks
+from medran.progress import bar
 
 log = logging.getLogger(__name__)
 GAP = "max_gap"  # the largest gap over models and eps
@@ -41,12 +42,14 @@ def run(params: Params, *, paths: CalibrateRobustPaths) -> dict[str, float]:
     cheap.stage = "calibrate_robust"
     full = dataclasses.replace(cheap, preset_name=FULL_PRESET)
     metrics: dict[str, float] = {}
-    for task_name, (task, test) in load_tasks(full, tasks, configs, paths.finetune).items():
+    loaded = load_tasks(full, tasks, configs, paths.finetune)
+    for task_name, method in bar(list(folders), desc="calibrate_robust", unit="model"):
+        task, test = loaded[task_name]
         rows = examples(len(test), cheap.preset.max_examples, evaluation.seed)[: section.examples]
-        for method in methods:
-            folder = folders[(task_name, method)]
-            gaps = compare(cheap, full, (folder, task, test, rows), evaluation.eps)
-            metrics |= {model_key(task_name, method, k): v for k, v in gaps.items()}
+        gaps = compare(
+            cheap, full, (folders[(task_name, method)], task, test, rows), evaluation.eps
+        )
+        metrics |= {model_key(task_name, method, k): v for k, v in gaps.items()}
     gaps = [v for k, v in metrics.items() if k.endswith(".gap_max")]
     metrics[GAP] = max(gaps)
     metrics[OVERESTIMATES] = float(metrics[GAP] > section.max_gap)

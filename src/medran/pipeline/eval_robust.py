@@ -41,6 +41,7 @@ from medran.evaluation.seeds import summarize_seeds
 from medran.models.factory import ClipModel, load_local_dir
 from medran.models.finetuned import load_finetuned, read_config, seed_dir
 from medran.params import EvalRobustParams, Params, PresetParams
+from medran.progress import bar
 from medran.tasks import Split, Task, make_task
 from medran.tracking import stage_run
 
@@ -81,15 +82,19 @@ def run(params: Params, *, paths: EvalRobustPaths, level: float) -> dict[str, fl
     loaded = load_tasks(ctx, tasks, configs, paths.finetune)
     metrics: dict[str, float] = {}
     outcomes: dict[str, np.ndarray] = {}
-    for task_name, (task, test) in loaded.items():
-        rows = examples(len(test), ctx.preset.max_examples, ctx.params.seed)
-        outcomes[f"{task_name}.rows"] = test.rows["id"].to_numpy(str)[rows]  # attacked rows
-        for method in methods:
-            model = {seed: folders[(task_name, method, seed)] for seed in seeds}
-            prefix = model_key(task_name, method, "")
-            model_metrics, model_outcomes = evaluate_model(ctx, prefix, model, task, test, rows)
-            metrics |= model_metrics
-            outcomes |= model_outcomes
+    rows = {}
+    for task_name, (_, test) in loaded.items():
+        rows[task_name] = examples(len(test), ctx.preset.max_examples, ctx.params.seed)
+        outcomes[f"{task_name}.rows"] = test.rows["id"].to_numpy(str)[rows[task_name]]
+    for task_name, method in bar(
+        [(t, m) for t in loaded for m in methods], desc=ctx.stage, unit="model"
+    ):
+        task, test = loaded[task_name]
+        model = {seed: folders[(task_name, method, seed)] for seed in seeds}
+        prefix = model_key(task_name, method, "")
+        scores, per_example = evaluate_model(ctx, prefix, model, task, test, rows[task_name])
+        metrics |= scores
+        outcomes |= per_example
     paths.outcomes.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(paths.outcomes, **outcomes)
     flags = [v for k, v in metrics.items() if k.endswith(f".{GRADIENT_MASKING}")]

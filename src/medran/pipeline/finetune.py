@@ -52,7 +52,7 @@ from medran.names import METHODS, TASKS
 from medran.params import FinetuneParams, Params, check_choices
 from medran.tasks import Split, Task, make_task
 from medran.tasks.features import cached_features, encode_split, feature_key
-from medran.tracking import stage_run
+from medran.tracking import run_name, stage_run
 from medran.training.loop import LoopConfig, LoopHooks, make_accelerator, train
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ def train_seed(job: Job, seed: int, folder: Path) -> tuple[dict[str, float], dic
             tracker.log_metrics(values | {"epoch": epoch}, step=epoch)
 
         objective = job.method.objective(job.task.loss_fn)
-        cfg = loop_config(job.params, job.method, seed)
+        cfg = loop_config(job.params, job.method, seed, run_name(stage, tags))
         train_set = job.splits["train"]
         model = train(
             job.accelerator, model, train_set, objective, cfg, LoopHooks(on_step, on_epoch)
@@ -241,7 +241,7 @@ def eval_split(model: FineTuneModel, job: Job, name: str) -> Split:
     return split.with_features(encode_split(model, split.images, job.params.eval_batch_size))
 
 
-def loop_config(params: FinetuneParams, method: Method, seed: int) -> LoopConfig:
+def loop_config(params: FinetuneParams, method: Method, seed: int, label: str) -> LoopConfig:
     """The loop's settings: the stage's schedule, the method's optimiser (and learning rates
     of its own for parts such as a tuned encoder)."""
     return LoopConfig(
@@ -253,6 +253,7 @@ def loop_config(params: FinetuneParams, method: Method, seed: int) -> LoopConfig
         seed=seed,
         max_grad_norm=params.max_grad_norm,
         group_lrs=tuple(method.group_lrs.items()),
+        label=label,
     )
 
 

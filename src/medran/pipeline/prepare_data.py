@@ -25,6 +25,7 @@ from medran.data.readers import get_reader
 from medran.fsutil import replace_dir
 from medran.names import ROLE_KIND
 from medran.params import Params, PrepareDataParams, SourceSpec, SplitFractions
+from medran.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,8 @@ def write_images(
     # Bounded: each thread holds a decoded image, and a many-core node would hold hundreds.
     with ThreadPoolExecutor(max_workers=p.decode_threads) as pool:
         rows = owners.itertuples(index=False, name=None)
-        done = {key: (path, digest) for key, path, digest in pool.map(convert, rows)}
+        converted = bar(pool.map(convert, rows), desc=f"prepare_data {role}", total=len(owners))
+        done = {key: (path, digest) for key, path, digest in converted}
     frame["image_path"] = keys.map(lambda k: done[k][0])
     frame["sha256"] = keys.map(lambda k: done[k][1])
     return frame

@@ -26,9 +26,10 @@ from medran.data.manifest import NOISY_COLUMNS, read_table
 from medran.data.paths import resolve_all
 from medran.devices import pick_device
 from medran.fsutil import replace_dir
+from medran.lineage import dvc_md5
 from medran.models.factory import ClipModel, create_clip, save_local_dir
 from medran.params import Params, PretrainParams
-from medran.tracking import StageRun, dvc_md5, stage_run
+from medran.tracking import StageRun, stage_run
 from medran.training import run_record
 from medran.training.clip_objective import train_clip
 from medran.training.data import image_text_tensors
@@ -51,7 +52,7 @@ def config_md5(clip: ClipModel) -> str:
     return hashlib.md5(json.dumps(clip.model_cfg, sort_keys=True).encode()).hexdigest()
 
 
-def loop_config(p: PretrainParams, checkpoint_dir: Path) -> LoopConfig:
+def loop_config(p: PretrainParams, checkpoint_dir: Path, label: str) -> LoopConfig:
     return LoopConfig(
         epochs=p.epochs,
         batch_size=p.batch_size,
@@ -63,6 +64,7 @@ def loop_config(p: PretrainParams, checkpoint_dir: Path) -> LoopConfig:
         max_grad_norm=p.max_grad_norm,
         checkpoint_dir=checkpoint_dir,
         checkpoint_every_steps=p.checkpoint_every_steps,
+        label=label,
     )
 
 
@@ -99,7 +101,7 @@ def run(params: Params, *, paths: PretrainPaths, level: float) -> dict[str, floa
     stage = stage_id("pretrain", level)
     with stage_run(stage, params.experiment, p, {"noisy": noisy}, tags, enabled=main) as tracker:
         hooks = logging_hooks(tracker, history)
-        train_clip(accelerator, clip, dataset, loop_config(p, paths.checkpoints), hooks)
+        train_clip(accelerator, clip, dataset, loop_config(p, paths.checkpoints, stage), hooks)
         curve = history.rows if history else []
         metrics = {
             "n_train": len(pairs),

@@ -20,6 +20,7 @@ from medran.contracts import ReportPaths
 from medran.data.errors import DataError
 from medran.errors import InputError
 from medran.fsutil import write_json
+from medran.lineage import computed_md5, git_commit
 from medran.params import Params, ReportParams
 from medran.reporting import attack_figures, figures, plot_data
 from medran.reporting.claims import DEFENSES, RAN, ClaimSettings, check_claims
@@ -30,7 +31,7 @@ from medran.reporting.results import Downstream, baselines, downstream, upstream
 from medran.reporting.robust_tables import method_costs
 from medran.reporting.runs import unfinished_runs
 from medran.reporting.summary import Summary, render
-from medran.tracking import computed_md5, git_commit, stage_run
+from medran.tracking import stage_run
 
 log = logging.getLogger(__name__)
 

@@ -50,6 +50,7 @@ def train_on_targets(
         weight_decay=params.weight_decay,
         warmup_steps=params.warmup_steps,
         seed=seed,
+        label=f"train_surrogate seed{seed}",
     )
     return train_clip(accelerator, clip, dataset, cfg, LoopHooks(on_step=on_step))
 

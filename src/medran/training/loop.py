@@ -24,6 +24,8 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from medran.progress import bar
+
 log = logging.getLogger(__name__)
 
 Objective = Callable[[nn.Module, object], dict[str, torch.Tensor]]
@@ -43,6 +45,7 @@ class LoopConfig:
     checkpoint_dir: Path | None = None  # resumable state; None: no checkpoints, no resume
     checkpoint_every_steps: int = 0  # 0: only at the end of each epoch
     log_every_steps: int = 1
+    label: str = "train"  # what the progress bar calls this run
     # (name prefix, lr): parameters whose name starts with the prefix (the first that matches)
     # train at that lr instead of ``lr``, under the same schedule (a tuned encoder's lr).
     group_lrs: tuple[tuple[str, float], ...] = ()
@@ -203,15 +206,24 @@ def train(
     hooks = hooks or LoopHooks()
     set_seed(cfg.seed)
     run, progress = _prepare(accelerator, model, dataset, cfg)
-    for epoch in range(progress["epoch"], cfg.epochs):
-        skip = progress["batch"] if epoch == progress["epoch"] else 0
-        means = _train_epoch(run, objective, epoch, skip, hooks.on_step)
-        if cfg.checkpoint_dir:
-            _save(
-                accelerator, cfg.checkpoint_dir, {"epoch": epoch + 1, "batch": 0, "step": run.step}
-            )
-        if hooks.on_epoch:
-            hooks.on_epoch(epoch + 1, means)
+    per_epoch = len(run.loader)
+    done = progress["epoch"] * per_epoch + progress["batch"]
+    with bar(
+        desc=cfg.label,
+        total=cfg.epochs * per_epoch,
+        initial=done,
+        unit="batch",
+        main=accelerator.is_main_process,
+    ) as batches:
+        for epoch in range(progress["epoch"], cfg.epochs):
+            skip = progress["batch"] if epoch == progress["epoch"] else 0
+            batches.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}")
+            means = _train_epoch(run, objective, epoch, skip, (hooks.on_step, batches.update))
+            if cfg.checkpoint_dir:
+                state = {"epoch": epoch + 1, "batch": 0, "step": run.step}
+                _save(accelerator, cfg.checkpoint_dir, state)
+            if hooks.on_epoch:
+                hooks.on_epoch(epoch + 1, means)
     model = accelerator.unwrap_model(run.model)
     check_ranks_in_sync(accelerator, model)
     return model
@@ -248,10 +260,16 @@ def _prepare(
 
 
 def _train_epoch(
-    run: _Training, objective: Objective, epoch: int, skip: int, on_step: StepCallback | None
+    run: _Training,
+    objective: Objective,
+    epoch: int,
+    skip: int,
+    callbacks: tuple[StepCallback | None, Callable[[], object]],
 ) -> dict[str, float]:
-    """One epoch from batch ``skip``; returns the mean of each loss over its batches."""
+    """One epoch from batch ``skip``; returns the mean of each loss over its batches.
+    ``callbacks``: the caller's ``on_step`` and what to call after every batch."""
     accelerator, cfg = run.accelerator, run.cfg
+    on_step, after_batch = callbacks
     run.model.train()
     run.loader.set_epoch(epoch)
     loader = accelerator.skip_first_batches(run.loader, skip) if skip else run.loader
@@ -263,6 +281,7 @@ def _train_epoch(
             totals[k] = totals.get(k, 0.0) + v
         batch_index += 1
         n_batches += 1
+        after_batch()
         if not accelerator.sync_gradients:
             continue
         run.scheduler.step()

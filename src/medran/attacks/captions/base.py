@@ -10,9 +10,12 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from medran.progress import bar
 
 
 @dataclass(frozen=True)
@@ -71,3 +74,9 @@ def word_changes(old: str, new: str) -> tuple[str, ...]:
         if op != "equal":
             changes.append(f"{' '.join(a[i1:i2])}->{' '.join(b[j1:j2])}")
     return tuple(changes)
+
+
+def batches(jobs: list[CaptionJob], size: int, backend: str) -> Iterator[list[CaptionJob]]:
+    """``jobs`` in slices of ``size``, with a progress bar."""
+    for start in bar(range(0, len(jobs), size), desc=f"attack_captions {backend}", unit="batch"):
+        yield jobs[start : start + size]

@@ -22,7 +22,13 @@ import numpy as np
 from PIL import Image
 
 from medran.attacks.captions import hf
-from medran.attacks.captions.base import CaptionJob, Resources, Rewrite, word_changes
+from medran.attacks.captions.base import (
+    CaptionJob,
+    Resources,
+    Rewrite,
+    batches,
+    word_changes,
+)
 from medran.attacks.captions.llm import clean_output
 from medran.data.errors import DataError
 from medran.errors import InputError
@@ -86,8 +92,7 @@ class RetrievalCaptioner:
         import torch
 
         results = []
-        for start in range(0, len(jobs), BATCH_SIZE):
-            chunk = jobs[start : start + BATCH_SIZE]
+        for chunk in batches(jobs, BATCH_SIZE, "retrieval"):
             with torch.inference_mode():
                 features = self.encoder(self._to_tensor(load_images(chunk)))
             # argmax keeps the first of equal scores, and the pool is sorted: deterministic.
@@ -139,8 +144,7 @@ class ImageToTextCaptioner:
 
     def rewrite(self, jobs: list[CaptionJob]) -> list[Rewrite]:
         results = []
-        for start in range(0, len(jobs), BATCH_SIZE):
-            chunk = jobs[start : start + BATCH_SIZE]
+        for chunk in batches(jobs, BATCH_SIZE, "captioner"):
             for job, text in zip(chunk, self.caption(load_images(chunk)), strict=True):
                 results.append(Rewrite(text, word_changes(job.clean_caption, text)))
         return results

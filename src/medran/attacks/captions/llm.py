@@ -16,7 +16,13 @@ from collections import Counter
 from typing import Any
 
 from medran.attacks.captions import hf
-from medran.attacks.captions.base import CaptionJob, Resources, Rewrite, word_changes
+from medran.attacks.captions.base import (
+    CaptionJob,
+    Resources,
+    Rewrite,
+    batches,
+    word_changes,
+)
 from medran.attacks.captions.rules import RulesBackend, choose_body_part
 from medran.attacks.lexicon import body_part_of
 from medran.errors import InputError
@@ -108,8 +114,7 @@ class LlmBackend:
 
     def rewrite(self, jobs: list[CaptionJob]) -> list[Rewrite]:
         results = []
-        for start in range(0, len(jobs), BATCH_SIZE):
-            chunk = jobs[start : start + BATCH_SIZE]
+        for chunk in batches(jobs, BATCH_SIZE, "llm"):
             outputs = self.generate([self._prompt(job) for job in chunk])
             results += [self._check(job, text) for job, text in zip(chunk, outputs, strict=True)]
         reasons = Counter(r.reason for r in results if r.fallback)
