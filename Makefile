@@ -83,11 +83,12 @@ lint: install ## Check style with ruff
 format: install ## Format and fix with ruff
 	ruff format . && ruff check --fix .
 
-# Resolve with pip, then record every installed version with the hashes of its PyPI files.
+# Resolve with pip, then record every installed version (setuptools too: torch requires it)
+# with the hashes of its PyPI files.
 lock: | $(BIN)/python ## Re-resolve dependencies from pyproject.toml into requirements.lock (pins + hashes)
 	$(BIN)/python -m pip install --quiet --upgrade -e ".[dev]"
 	mkdir -p build
-	$(BIN)/python -m pip freeze --exclude-editable --exclude torchattacks > build/freeze.txt
+	$(BIN)/python -m pip freeze --all --exclude pip --exclude-editable --exclude torchattacks > build/freeze.txt
 	$(BIN)/uv pip compile build/freeze.txt --no-deps --generate-hashes --no-header \
 		--no-annotate --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o build/hashed.txt
 	{ echo "# Exact versions of every package the project installs (Python 3.11, Linux x86_64), with"; \
