@@ -27,10 +27,11 @@ def test_push_to_a_local_remote_and_pull_into_a_fresh_clone(
 
     clone = Repo(tmp_path / "clone")
     subprocess.run(["git", "clone", "-q", str(repo_copy.path), str(clone.path)], check=True)
-    assert not (clone.path / "data" / "models").exists()
+    models = sorted((repo_copy.path / "data" / "models").rglob("*.safetensors"))
+    assert models and not any((clone.path / m.relative_to(repo_copy.path)).exists() for m in models)
     clone.run("dvc", "pull")
     status = clone.run("dvc", "status")
     assert "Data and pipelines are up to date." in status.stdout, status.stdout
-    for model in sorted((repo_copy.path / "data" / "models" / "finetune").rglob("*.safetensors")):
+    for model in models:  # the pre-trained and every fine-tuned model
         pulled = clone.path / model.relative_to(repo_copy.path)
         assert filecmp.cmp(model, pulled, shallow=False), pulled
