@@ -26,7 +26,7 @@ from medran.data.readers import READERS
 from medran.errors import InputError
 from medran.names import ROLE_KIND, ROLES
 from medran.params import Params, SourceSpec
-from medran.pipeline.prepare_data import prepare_role, read_source
+from medran.pipeline.prepare_data import describe_image, prepare_role, read_source
 from medran.quality.gx import failure_line, validate_tables
 from medran.quality.suites import clean_check
 
@@ -113,6 +113,4 @@ def _row(rows: pd.DataFrame, row_id: Any) -> str:
     if row_id not in rows.index:
         return str(row_id)
     row = rows.loc[row_id]
-    image = row["image"]
-    where = f"{len(image)} embedded bytes" if isinstance(image, bytes) else str(image)
-    return f"row {row['source_id']} ({where})"
+    return f"row {row['source_id']} ({describe_image(row['image'])})"

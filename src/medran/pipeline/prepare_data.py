@@ -133,7 +133,7 @@ def write_images(
 
     def convert(owner: tuple[str, str, Path | bytes]) -> tuple[str, str, str]:
         key, row_id, image = owner
-        where = f"{role} row {row_id} ({_describe(image)})"
+        where = f"{role} row {row_id} ({describe_image(image)})"
         data = to_rgb_png(image, p.image_size, where, p.max_image_pixels)
         relative = f"images/{role}/{row_id}.png"
         (out_root / relative).write_bytes(data)
@@ -153,7 +153,8 @@ def _image_key(image: Path | bytes) -> str:
     return hashlib.sha256(image).hexdigest() if isinstance(image, bytes) else str(image)
 
 
-def _describe(image: Path | bytes) -> str:
+def describe_image(image: Path | bytes) -> str:
+    """A source image as a message names it: its file, or its size when embedded."""
     return f"{len(image)} embedded bytes" if isinstance(image, bytes) else str(image)
 
 
