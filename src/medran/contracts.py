@@ -53,6 +53,14 @@ def stage_id(
     return f"{stage}@{key}-{task}-{method}" if task else f"{stage}@{key}"
 
 
+def registered_model_name(level: float, task: str | None = None, method: str | None = None) -> str:
+    """The MLflow model registry name of a level's pre-trained CLIP (``medran-clip-level0.5``)
+    or of one fine-tuned task x method on it (``medran-vqa-ran-level0.5``). Not the stage id:
+    ``@`` marks an alias in ``models:/`` URIs."""
+    what = f"{task}-{method}" if task else "clip"
+    return f"medran-{what}-level{level_name(level)}"
+
+
 def item_folder(task: str, method: str) -> str:
     """The folder of one task x method inside a level's folder (models, metrics): ``vqa-ran``."""
     return f"{task}-{method}"

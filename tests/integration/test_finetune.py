@@ -9,11 +9,12 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from medran.contracts import EvalRobustPaths, FinetunePaths
+from medran.contracts import EvalRobustPaths, FinetunePaths, read_run_id, registered_model_name
 from medran.errors import InputError
 from medran.methods import METHODS
 from medran.models.factory import create_clip, load_local_dir, save_local_dir
@@ -149,6 +150,12 @@ def test_finetune_writes_models_metrics_and_lineage(
             assert values["test.accuracy"] == metrics[f"seed-{seed}.test.accuracy"]
             history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
             assert len(history) >= PARAMS.epochs  # per-step losses
+            # The first seed is the registered MLflow Model; the others keep their folder.
+            artifacts = mlflow.artifacts.list_artifacts(
+                run_id=run.info.run_id, artifact_path="model"
+            )
+            kept = "model/MLmodel" if seed == PARAMS.seeds[0] else "model/trainable.safetensors"
+            assert kept in {a.path for a in artifacts}
         # Every seed's per-example outcomes, behind its accuracy, for the report's intervals.
         with np.load(work / "outcomes" / f"{task}-{method}.npz") as outcomes:
             n_test = len(_test_rows(data_root, task))
@@ -229,6 +236,38 @@ def test_a_tuned_encoder_is_evaluated_on_its_own_features(
     assert not np.allclose(written, scores(task.build_encoder(clip)), rtol=0, atol=1e-5)
     # The pre-trained model the level shares is unchanged by the tuning of its seeds.
     assert weights_hash(load_local_dir(pretrain_dir).model) == weights_hash(clip.model)
+
+
+@pytest.mark.parametrize(("task", "method"), [("cls", "ran"), ("vqa", "lp"), ("vqa", "fare")])
+def test_registered_model_predicts_what_the_stage_predicted(
+    finetuned: dict, data_root: Path, work: Path, store: str, task: str, method: str
+) -> None:
+    """The first seed's model, loaded from the registry as a pyfunc and given the test files'
+    bytes (and questions), gives the stage's own test predictions."""
+    name = registered_model_name(0.0, task, method)
+    run_id = read_run_id(seed_dir(work / "models" / f"{task}-{method}", 0))
+    # Other tests here register more versions under the name: take this run's.
+    (version,) = mlflow.MlflowClient().search_model_versions(
+        f"name = '{name}' and run_id = '{run_id}'"
+    )
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+    assert model.metadata.run_id == run_id
+    names = [c.name for c in model.metadata.get_input_schema().inputs]
+    assert names == (["image", "question"] if task == "vqa" else ["image"])
+    tasks = make_task(task, data_root / "prepared", **finetune.task_options(PARAMS, task))
+    rows = tasks.rows("test")
+    frame = pd.DataFrame(
+        {"image": [(data_root / "prepared" / p).read_bytes() for p in rows["image_path"]]}
+    )
+    if task == "vqa":
+        frame["question"] = rows["question"]
+    predicted = model.predict(frame)["prediction"].tolist()
+    with np.load(work / "outcomes" / f"{task}-{method}.npz") as outcomes:
+        expected = tasks.decode(torch.as_tensor(outcomes["pred"][0]))  # seed 0
+    assert len(set(expected)) > 1  # the comparison can fail
+    assert predicted == expected
+    with pytest.raises(InputError, match="column 'image' must hold the bytes"):
+        model.predict(frame.assign(image=rows["image_path"]))  # paths, not file contents
 
 
 def test_eval_robust_attacks_every_model_and_logs_one_run_each(

@@ -7,18 +7,22 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from medran import layout
-from medran.contracts import EvalUpstreamPaths, PretrainPaths
+from medran.contracts import EvalUpstreamPaths, PretrainPaths, registered_model_name
 from medran.data.errors import DataError
 from medran.data.manifest import ADV_CAPTION_COLUMNS, ADV_IMAGE_COLUMNS, read_manifest
+from medran.errors import InputError
 from medran.models.factory import load_local_dir
+from medran.models.wrappers import ImageEncoder
 from medran.params import ParamsError, PretrainParams
 from medran.pipeline import eval_upstream, pretrain
 from medran.pipeline.build_noisy import noisy_manifest
+from medran.training.data import load_images
 from medran.training.loop import read_progress
 from tests.helpers import project_params
 from tests.integration.conftest import SOURCES, make_data_root
@@ -72,10 +76,27 @@ def test_pretrain_exports_a_model_and_logs_lineage(
     for name in ("lr", "images_per_s", "epoch_loss"):
         assert mlflow.MlflowClient().get_metric_history(run_id, name), name
     assert [i.dataset.name for i in run.inputs.dataset_inputs] == ["noisy"]
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "model")}
-    assert "model/open_clip_model.safetensors" in artifacts
     with (tmp_path / "loss.csv").open() as f:
         assert len(list(csv.DictReader(f))) == len(history)
+    # The released model, registered: unit embeddings in CLIP space, as open_clip gives them.
+    model = mlflow.pyfunc.load_model(f"models:/{registered_model_name(0.0)}/latest")
+    assert model.metadata.run_id == run_id
+    files = sorted((noisy_root / layout.PREPARED).rglob("*.png"))[:3]
+    frame = pd.DataFrame(
+        {"image": [f.read_bytes() for f in files] + [None], "text": [None] * 3 + ["no finding"]}
+    )
+    embeddings = np.array(model.predict(frame)["embedding"].tolist())
+    assert embeddings.shape == (4, clip.model_cfg["embed_dim"])
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    clip.model.eval()
+    with torch.no_grad():
+        pixels = load_images(files, clip.image_size).float().div(255.0)
+        direct = ImageEncoder(clip)(pixels)  # L2-normalised
+        text = clip.model.encode_text(clip.tokenizer()(["no finding"]))
+    np.testing.assert_allclose(embeddings[:3], direct.numpy(), atol=1e-5)
+    np.testing.assert_allclose(embeddings[3], torch.nn.functional.normalize(text)[0], atol=1e-5)
+    with pytest.raises(InputError, match="an 'image' or a 'text'"):
+        model.predict(pd.DataFrame({"image": [None], "text": [None]}))
 
 
 def test_crash_marks_run_failed_and_rerun_resumes_to_the_same_model(

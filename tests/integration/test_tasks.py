@@ -124,6 +124,24 @@ def test_cls_is_multi_label_on_the_synthetic_set(prepared: Path) -> None:
     assert task.correct(pred, targets).tolist() == [False] + [True] * (len(rows) - 1)
 
 
+@pytest.mark.parametrize("name", ["cls", "vqa"])
+def test_a_task_rebuilt_from_its_saved_vocabulary_and_options_decodes_alike(
+    name: str, prepared: Path, clip: ClipModel
+) -> None:
+    """What a released model keeps (classes, resolved options) is the task, less its data."""
+    task = make_task(name, prepared)
+    bare = TASKS[name].from_vocabulary(task.classes, **task.options)
+    assert bare.options == task.options and bare.classes == task.classes
+    logits = torch.randn(6, len(task.classes))
+    assert bare.decode(bare.predict(logits)) == task.decode(task.predict(logits))
+    model = bare.build_model(clip, **HEAD_OPTIONS[name])  # builds without data
+    assert sum(p.numel() for p in model.head.parameters()) > 0
+    with pytest.raises(InputError, match="no options"):
+        VqaTask.from_vocabulary(["yes", "no"], multi_label=True)
+    with pytest.raises(InputError, match="multi_label and normalize_features as true or false"):
+        ClsTask.from_vocabulary(["Atelectasis"], multi_label="auto", normalize_features=True)
+
+
 def test_cls_multi_class(prepared: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"multi_label is false but .* rows have several labels"):
         ClsTask(prepared, multi_label=False)

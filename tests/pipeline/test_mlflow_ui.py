@@ -33,6 +33,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
+from medran.contracts import registered_model_name
 from tests.pipeline.conftest import ROOT, Repo
 
 pytestmark = pytest.mark.slow
@@ -191,20 +192,31 @@ def test_runs_filtered_by_tags_match_params(ui_url: str, built_repo: Repo) -> No
     assert len(search(ui_url, experiment, f"tags.pipeline_run = '{group}'")) == len(every)
 
 
-def test_run_artifacts_are_served(ui_url: str, built_repo: Repo) -> None:
-    experiment, level = experiment_id(ui_url, built_repo), levels(built_repo)[-1]
+def test_models_are_registered_and_their_artifacts_served(ui_url: str, built_repo: Repo) -> None:
+    """Each level's pre-trained CLIP and each task x method on it is a registered MLflow Model
+    whose version points at the stage's run; the UI serves the model's files."""
+    params, experiment = built_repo.params(), experiment_id(ui_url, built_repo)
+    finetune = params["finetune"]
+    expected = {
+        registered_model_name(float(level), *item)
+        for level in levels(built_repo)
+        for item in [(None, None)]
+        + [(t, m) for t in finetune["tasks"] for m in finetune["methods"]]
+    }
+    registered = api(ui_url, "registered-models/search?max_results=1000")["registered_models"]
+    assert {model["name"] for model in registered} == expected
+    level = levels(built_repo)[-1]
     (run,) = search(ui_url, experiment, f"tags.stage = 'pretrain@{level}'")
-    run_id = run["info"]["run_id"]
-    files, folders = [], [""]
-    while folders:  # walk the run's artifact tree as the UI's artifact browser does
-        query = urllib.parse.urlencode({"run_id": run_id, "path": folders.pop()})
-        for entry in api(ui_url, f"artifacts/list?{query}").get("files", []):
-            (folders if entry["is_dir"] else files).append(entry["path"])
-    config = next(path for path in files if path.endswith("open_clip_config.json"))
-    query = urllib.parse.urlencode({"run_id": run_id, "path": config})
-    with urllib.request.urlopen(f"{ui_url}/get-artifact?{query}", timeout=30) as response:
+    query = urllib.parse.urlencode({"filter": f"name = '{registered_model_name(float(level))}'"})
+    (version,) = api(ui_url, f"model-versions/search?{query}")["model_versions"]
+    assert version["run_id"] == run["info"]["run_id"]
+    model_id = version["source"].removeprefix("models:/")
+    query = urllib.parse.urlencode(
+        {"artifact_file_path": f"artifacts/{level}/open_clip_config.json"}
+    )
+    files = f"{ui_url}/ajax-api/2.0/mlflow/logged-models/{model_id}/artifacts/files?{query}"
+    with urllib.request.urlopen(files, timeout=30) as response:
         assert "model_cfg" in json.loads(response.read())
-    assert any(path.endswith(".safetensors") for path in files), files
 
 
 @pytest.fixture

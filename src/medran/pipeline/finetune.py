@@ -13,7 +13,10 @@ re-encoded by their tuned encoder (never cached: the features are the seed's own
 
 Each seed is one MLflow run named after the stage, tagged with its lineage
 (``upstream_run_id`` = the pretrain run) and writes ``<out>/seed-<seed>/``: the trainable
-weights, the config that rebuilds the model for ``eval_robust``, and the run id.
+weights, the config that rebuilds the model for ``eval_robust``, and the run id. The first
+seed's model is logged as an MLflow Model (``medran.models.pyfunc_finetuned``) and registered as
+``contracts.registered_model_name``; the other seeds' runs keep their folder as the artifact
+``model``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from medran.contracts import (
     TEST_ACCURACY,
     FinetunePaths,
     read_run_id,
+    registered_model_name,
     stage_id,
 )
 from medran.data.errors import DataError
@@ -127,7 +131,7 @@ def prepare_job(
         "stage": stage_id("finetune", level, task_name, method_name),
         "level": level,
         "task": task_name,
-        "task_options": task_options(section, task_name),
+        "task_options": task.options,  # resolved on the data (multi_label "auto": a bool)
         "method": method_name,
         "method_config": method.config.model_dump(),
         "head": method.head_type,
@@ -227,7 +231,13 @@ def train_seed(job: Job, seed: int, folder: Path) -> tuple[dict[str, float], dic
         metrics["wall_time_s"] = time.perf_counter() - start
         tracker.log_metrics(metrics)
         save_finetuned(folder, model, job.config | {"seed": seed}, tracker.run_id)
-        tracker.log_artifact(folder, "model")
+        if seed == job.params.seeds[0] and tracker.run_id:  # the stage's released model
+            from medran.models.pyfunc_finetuned import log_finetuned  # mlflow.pyfunc: only here
+
+            name = registered_model_name(job.config["level"], job.task.name, job.method.name)
+            log_finetuned(folder, job.inputs["pretrain"], name)
+        else:
+            tracker.log_artifact(folder, "model")
     log.info("%s seed %d: %s", stage, seed, _brief(metrics))
     return metrics, outcomes
 

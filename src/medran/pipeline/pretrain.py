@@ -6,7 +6,9 @@ N steps; a rerun after an interruption resumes from it, unless the params or the
 (``training.run_record``: the fingerprint of both, the step history and the run id go beside
 it, so that the loss curve, the final metrics and the MLflow history cover the whole run, and
 a kill while exporting only exports again). The released model is an open_clip
-``local-dir`` folder written by the main process, with the MLflow run id beside it.
+``local-dir`` folder written by the main process, with the MLflow run id beside it; it is also
+logged as an MLflow Model (``medran.models.pyfunc``) and registered as
+``contracts.registered_model_name``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from pathlib import Path
 import pandas as pd
 
 from medran import layout
-from medran.contracts import FINAL_LOSS, PretrainPaths, stage_id, write_run_id
+from medran.contracts import (
+    FINAL_LOSS,
+    PretrainPaths,
+    registered_model_name,
+    stage_id,
+    write_run_id,
+)
 from medran.data.errors import DataError
 from medran.data.manifest import NOISY_COLUMNS, read_table
 from medran.data.paths import resolve_all
@@ -112,7 +120,9 @@ def run(params: Params, *, paths: PretrainPaths, level: float) -> dict[str, floa
         tracker.log_metrics(metrics)
         if main:
             export(clip, paths.model, tracker.run_id, level)
-            tracker.log_artifact(paths.model, "model")
+            from medran.models.pyfunc import log_clip  # imports mlflow.pyfunc: only here
+
+            log_clip(paths.model, registered_model_name(level))
             write_curve(paths.curve, curve)
             run_record.mark_exported(paths.checkpoints)
     return metrics

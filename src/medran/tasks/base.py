@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
@@ -95,6 +96,27 @@ class Task(ABC):
         if self.train_rows.empty:
             raise DataError(f"{self.path}: the {self.name} task has no training rows")
 
+    @classmethod
+    def from_vocabulary(cls, classes: Sequence[str], **options: Any) -> Self:
+        """The task without its data, as a released model needs it: the ``classes`` and the
+        resolved :attr:`options` saved with the model are enough to rebuild the model and
+        decode its predictions. It has no manifest, so no split can be loaded from it."""
+        task = cls.__new__(cls)
+        task.classes = list(classes)
+        task._index = {c: i for i, c in enumerate(task.classes)}
+        task.configure(**options)
+        return task
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The class's keyword options as resolved on the data (none unless overridden)."""
+        return {}
+
+    def configure(self, **options: Any) -> None:
+        """Apply resolved :attr:`options` (from a saved model) to a task built without data."""
+        if options:
+            raise InputError(f"the {self.name} task takes no options, got {sorted(options)}")
+
     def rows(self, split: str) -> pd.DataFrame:
         if split not in SPLITS:
             raise InputError(f"unknown split {split!r}; valid splits: {list(SPLITS)}")
@@ -132,9 +154,11 @@ class Task(ABC):
         )
 
     def outcomes(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, np.ndarray]:
-        """Per example, for the report's confidence intervals: ``correct`` (0/1)."""
-        hit = self.correct(self.predict(logits.detach().cpu()), targets.cpu())
-        return {"correct": hit.numpy().astype(np.uint8)}
+        """Per example: ``correct`` (0/1, for the report's confidence intervals) and the
+        prediction ``pred`` (:meth:`predict`)."""
+        pred = self.predict(logits.detach().cpu())
+        hit = self.correct(pred, targets.cpu())
+        return {"correct": hit.numpy().astype(np.uint8), "pred": pred.numpy()}
 
     def prior_correct(self, test: pd.DataFrame) -> np.ndarray:
         """The trivial baseline per ``test`` row (0/1): the most frequent training target,

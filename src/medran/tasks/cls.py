@@ -49,6 +49,19 @@ class ClsTask(Task):
         for split in ("val", "test"):
             self._check_known(split)
 
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"multi_label": self.multi_label, "normalize_features": self.normalize_features}
+
+    def configure(self, multi_label: Any = None, normalize_features: Any = True) -> None:
+        if not isinstance(multi_label, bool) or not isinstance(normalize_features, bool):
+            raise InputError(
+                f"a saved classifier needs multi_label and normalize_features as true or false "
+                f"(resolved on its data), got {multi_label!r} and {normalize_features!r}; "
+                "rerun its finetune stage"
+            )
+        self.multi_label, self.normalize_features = multi_label, normalize_features
+
     def _labels(self, labels: Any) -> set[str]:
         found = set(labels)
         return found - {NO_FINDING} if self.multi_label else found

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -14,23 +15,31 @@ from torch.utils.data import Dataset
 from medran.data.errors import DataError
 
 
+def decode_image(source: Path | BinaryIO, size: int) -> np.ndarray:
+    """One image file (a path or an open binary stream) as RGB uint8 (size, size, 3),
+    bicubically resized if needed: how every stage, and every released model, reads images."""
+    try:
+        with Image.open(source) as img:
+            img = img.convert("RGB")
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.Resampling.BICUBIC)
+            return np.asarray(img, dtype=np.uint8)
+    except OSError as e:
+        name = source if isinstance(source, Path) else "given as bytes"
+        raise DataError(f"image {name} cannot be decoded ({e})") from e
+
+
 def load_images(paths: Sequence[Path], size: int) -> torch.Tensor:
     """Decode RGB images into one uint8 tensor (N, 3, size, size), resizing if needed."""
-
-    def decode(path: Path) -> np.ndarray:
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-                if img.size != (size, size):
-                    img = img.resize((size, size), Image.Resampling.BICUBIC)
-                return np.asarray(img, dtype=np.uint8)
-        except OSError as e:
-            raise DataError(f"image {path} cannot be decoded ({e})") from e
-
     if not paths:
         return torch.empty(0, 3, size, size, dtype=torch.uint8)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        arrays = list(pool.map(decode, paths))
+        arrays = list(pool.map(lambda path: decode_image(path, size), paths))
+    return to_tensor(arrays)
+
+
+def to_tensor(arrays: Sequence[np.ndarray]) -> torch.Tensor:
+    """Decoded images (H, W, 3) as one channels-first uint8 tensor (N, 3, H, W)."""
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
