@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install repro benchmark benchmark-ci test test-fast ui browser js plots lint format lock clean
+.PHONY: help install repro benchmark benchmark-ci benchmark-gpu test test-fast ui browser js plots lint format lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ benchmark: install ## Time the whole default pipeline from nothing -> reports/be
 
 benchmark-ci: install ## The same at CI scale (configs/ci.yaml) -> reports/benchmarks/pipeline-ci.json
 	python -m medran.benchmark --overrides configs/ci.yaml --out reports/benchmarks/pipeline-ci.json
+
+benchmark-gpu: install ## Attack, pre-training and robust-eval throughput and MFU on a CUDA GPU -> reports/benchmarks/gpu.json (ARGS=--dry-run: tiny, on the CPU)
+	python benchmarks/gpu.py $(ARGS)
 
 test: install browser js ## Run all test tiers (unit, integration, pipeline)
 	pytest

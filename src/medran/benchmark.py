@@ -8,9 +8,14 @@ tools, and writes ``reports/benchmarks/pipeline.json`` in the project::
      "peak_rss_mb": ...}, ...}, ...}
 
 A stage's time runs from DVC's ``Running stage`` line to the next one, so it includes DVC's
-own hashing and lock writing for it. Memory is the summed resident set of DVC and every
-process below it, sampled every ``--interval`` seconds: pages shared between processes count
-once per process, so it errs high.
+own hashing and lock writing for it. Its ``startup_s`` is the time from its process's start to
+its first unit of work (imports, params, model load; ``medran.startup``), and
+``startup_fraction`` the sum over stages divided by the whole run. Memory is the summed
+resident set of DVC and every process below it, sampled every ``--interval`` seconds: pages
+shared between processes count once per process, so it errs high.
+
+After the run, ``noop`` times ``dvc status`` and a ``dvc repro`` with nothing to do on the
+finished tree, interleaved, best of ``--repeats``: ``noop.ratio`` is repro over status.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pathlib import Path
 import psutil
 import yaml
 
+from medran import startup as startup_marks
 from medran.lineage import git_commit
 from medran.params import deep_merge, read_yaml
 
@@ -90,8 +96,13 @@ def measure(
     sampler = TreeSampler(process.pid, interval)
     sampler.start()
     starts: list[tuple[str, float]] = []
+    startup: dict[str, float] = {}
     assert process.stdout is not None
     for line in process.stdout:
+        if line.startswith(startup_marks.PREFIX):  # the stage's own report, not its log
+            if starts:
+                startup[starts[-1][0]] = float(line.removeprefix(startup_marks.PREFIX))
+            continue
         sys.stdout.write(line)
         if match := STAGE_LINE.search(line):
             starts.append((match.group(1), time.perf_counter()))
@@ -104,13 +115,34 @@ def measure(
     for (name, begin), (_, until) in zip(starts, [*starts[1:], ("", end)], strict=True):
         stages[name] = {
             "wall_s": round(until - begin, 2),
+            "startup_s": startup.get(name),
             "peak_rss_mb": round(sampler.peak(begin, until), 1),
         }
+    total = end - start
     return {
         "returncode": returncode,
-        "total_wall_s": round(end - start, 1),
+        "total_wall_s": round(total, 1),
+        "startup_s": round(sum(startup.values()), 1),
+        "startup_fraction": round(sum(startup.values()) / total, 4) if total else None,
         "peak_rss_mb": round(sampler.peak(start, end), 1),
         "stages": stages,
+    }
+
+
+def noop(cwd: Path, env: dict[str, str], repeats: int) -> dict:
+    """Best-of-``repeats`` seconds of ``dvc status`` and of a ``dvc repro`` with nothing to
+    do, run alternately on the same tree, and their ratio."""
+    best = {"status": float("inf"), "repro": float("inf")}
+    for _ in range(repeats):
+        for name in best:
+            begin = time.perf_counter()
+            subprocess.run(["dvc", name], cwd=cwd, env=env, capture_output=True, check=True)
+            best[name] = min(best[name], time.perf_counter() - begin)
+    return {
+        "status_s": round(best["status"], 2),
+        "repro_s": round(best["repro"], 2),
+        "ratio": round(best["repro"] / best["status"], 2),
+        "repeats": repeats,
     }
 
 
@@ -143,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         "--overrides", type=Path, help="a preset merged over params.yaml, e.g. configs/ci.yaml"
     )
     parser.add_argument("--interval", type=float, default=0.25, help="memory sampling, s")
+    parser.add_argument("--repeats", type=int, default=3, help="of the no-op timings")
     args = parser.parse_args(argv)
 
     project = args.project.resolve()
@@ -157,7 +190,11 @@ def main(argv: list[str] | None = None) -> None:
         # This environment's dvc and python, as `make` puts them first on PATH.
         tools = str(Path(sys.executable).parent)
         env = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"}
-        result = measure(["dvc", "repro"], workdir, args.interval, env)
+        result = measure(
+            ["dvc", "repro"], workdir, args.interval, env | {startup_marks.REPORT: "1"}
+        )
+        if result["returncode"] == 0:
+            result["noop"] = noop(workdir, env, args.repeats)
     result |= {
         "command": "dvc repro (fresh copy of the git-tracked project, empty DVC cache)",
         "overrides": str(args.overrides) if args.overrides else None,
@@ -172,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(
         f"benchmark: {result['total_wall_s']:.0f} s, peak {result['peak_rss_mb']:.0f} MB, "
-        f"{len(result['stages'])} stages -> {out}"
+        f"{len(result['stages'])} stages, startup_fraction {result['startup_fraction']}, "
+        f"no-op repro / status {result.get('noop', {}).get('ratio')} -> {out}"
     )
     if result["returncode"] != 0:
         sys.exit(f"benchmark: dvc repro failed with exit status {result['returncode']}")

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from medran import contracts, names
+from medran import contracts, names, startup
 from medran.errors import InputError
 from medran.launch import is_main_process
 from medran.params import Params, check_choices, load_params
@@ -90,6 +90,7 @@ def run_stage(stage: str, argv: list[str] | None = None) -> dict[str, Any]:
 def execute(stage: str, params: Params, paths: Any, **keys: Any) -> dict[str, Any]:
     """Run ``stage`` on checked params and write its metrics to ``paths.metrics``."""
     module = importlib.import_module(f"medran.pipeline.{stage}")
+    startup.ready()
     try:
         metrics = module.run(params, paths=paths, **keys)
     except InputError as e:
@@ -104,6 +105,7 @@ def execute(stage: str, params: Params, paths: Any, **keys: Any) -> dict[str, An
 
 def stage_main(stage: str) -> None:
     """Run ``stage`` from its script; bad input becomes a one-paragraph error and exit 2."""
+    startup.begin()
     setup_logging()
     try:
         run_stage(stage)

@@ -33,6 +33,7 @@ INFRASTRUCTURE = {
     "medran.launch",
     "medran.tracking",
     "medran.lineage",  # the digests runs are tagged with
+    "medran.startup",  # start-up timing marks, printed only for the benchmark
     "medran.progress",  # progress bars on a terminal
 }
 

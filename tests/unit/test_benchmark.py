@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from medran.benchmark import fresh_copy, measure
+from medran.startup import PREFIX, REPORT, STARTED
 
 # Two "stages" in DVC's words: the second holds 300 MB for a while, the first nothing.
 FAKE_REPRO = """
-import time
+import sys, time
 print("Running stage 'small':", flush=True)
+print("medran-startup: 0.25", file=sys.stderr, flush=True)  # the runner's, after imports
+print("medran-startup: 0.50", file=sys.stderr, flush=True)  # the stage's, after its model
 time.sleep(1.0)
 print("Running stage 'big':", flush=True)
 block = bytearray(300 * 1024 * 1024)
@@ -29,6 +33,22 @@ def test_measure_attributes_time_and_memory_to_stages(tmp_path: Path) -> None:
     assert big["peak_rss_mb"] > small["peak_rss_mb"] + 250
     assert result["peak_rss_mb"] >= big["peak_rss_mb"]
     assert result["total_wall_s"] >= small["wall_s"] + big["wall_s"] - 0.1
+    # Start-up: a stage's last report; none for a stage that reports nothing.
+    assert (small["startup_s"], big["startup_s"]) == (0.5, None)
+    assert abs(result["startup_fraction"] - 0.5 / result["total_wall_s"]) < 0.01
+
+
+def test_a_stage_reports_its_startup_only_when_asked(tmp_path: Path) -> None:
+    code = "from medran import startup; startup.begin(); startup.ready()"
+    run = lambda env: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    env = {k: v for k, v in os.environ.items() if k not in (REPORT, STARTED, "RANK")}
+    assert run(env).stderr == ""
+    line = run(env | {REPORT: "1"}).stderr
+    assert line.startswith(PREFIX)
+    assert 0.0 < float(line.removeprefix(PREFIX)) < 60.0  # the interpreter's start, imports
+    assert run(env | {REPORT: "1", "RANK": "1"}).stderr == ""  # only the main process
 
 
 def test_fresh_copy_has_tracked_and_new_files_but_not_ignored_ones(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from medran import layout
+from medran import layout, startup
 from medran.attacks.files import (
     check_images,
     examples_figure,
@@ -134,6 +134,7 @@ class _Resize(nn.Module):
 
 def _encoder(surrogate_dir: Path, image_size: tuple[int, int]) -> nn.Module:
     clip = load_local_dir(surrogate_dir)
+    startup.ready()  # the model is loaded: work starts
     encoder: nn.Module = ImageEncoder(clip)
     if image_size != (clip.image_size, clip.image_size):
         log.info(

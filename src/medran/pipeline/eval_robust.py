@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from medran import layout
+from medran import layout, startup
 from medran.contracts import (
     GRADIENT_MASKING,
     EvalRobustPaths,
@@ -108,6 +108,7 @@ def load_level(params: Params, level: float, data: Path, pretrain: Path) -> Leve
     section = params.eval_robust
     device = pick_device(section.device)
     clip = load_local_dir(pretrain)
+    startup.ready()  # the model is loaded: work starts
     clip.model.to(device)
     inputs = {"prepared": data / layout.PREPARED, "pretrain": pretrain}
     return Level(section, level, clip, device, inputs, params.experiment, section.preset)

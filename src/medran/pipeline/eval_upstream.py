@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from medran import layout
+from medran import layout, startup
 from medran.contracts import (
     PIXEL_PROBE_AUROC,
     PROBE_AUROC,
@@ -41,6 +41,7 @@ from medran.training.data import load_images
 def run(params: Params, *, paths: EvalUpstreamPaths, level: float) -> dict[str, float]:
     p = params.eval_upstream
     clip = load_local_dir(paths.model)
+    startup.ready()  # the model is loaded: work starts
     clip.model.eval()
     prepared = paths.data / layout.PREPARED
     upstream = read_manifest(prepared, "upstream")

@@ -35,7 +35,7 @@ from accelerate import Accelerator
 from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, Dataset
 
-from medran import contracts, layout
+from medran import contracts, layout, startup
 from medran.contracts import (
     BLIND_ACCURACY,
     PRIOR_ACCURACY,
@@ -125,6 +125,7 @@ def prepare_job(
     pretrain_run = read_run_id(paths.pretrain)
     accelerator = make_accelerator(cpu=pick_device(section.device) == "cpu")
     clip = load_local_dir(paths.pretrain)
+    startup.ready()  # the model is loaded: work starts
     clip.model.to(accelerator.device)
     splits = load_splits(task, clip, method, paths.cache, section.eval_batch_size)
     config = {

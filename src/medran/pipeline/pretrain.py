@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medran import layout
+from medran import layout, startup
 from medran.contracts import (
     FINAL_LOSS,
     PretrainPaths,
@@ -87,6 +87,7 @@ def run(params: Params, *, paths: PretrainPaths, level: float) -> dict[str, floa
     main = accelerator.is_main_process
     pairs = training_pairs(paths.data, level)
     clip = create_clip(p.model, p.pretrained or None, seed=p.seed)
+    startup.ready()  # the model is loaded: work starts
     noisy = paths.data / layout.noisy_dir(level)
     images = resolve_all(paths.data, pairs["image_path"], f"{noisy / 'manifest.parquet'}")
     dataset = image_text_tensors(images, pairs["caption"], clip.tokenizer(), clip.image_size)

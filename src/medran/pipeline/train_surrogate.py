@@ -14,7 +14,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from medran import layout
+from medran import layout, startup
 from medran.contracts import FINAL_LOSS, TrainSurrogatePaths
 from medran.data.manifest import read_manifest
 from medran.data.paths import resolve_all
@@ -96,6 +96,7 @@ def make_encoder(
     name, pretrained = _spec(params, role)
     seed = params.seed + ROLES[role]
     clip = create_clip(name, pretrained or None, seed=seed)
+    startup.ready()  # the model is loaded: work starts
     if params.mode == "train":
         clip = train_on_targets(clip, params, data_root, seed, accelerator, on_step)
     return clip
