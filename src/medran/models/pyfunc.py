@@ -17,6 +17,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -139,11 +141,16 @@ def log_model(
 ) -> str:
     """Log ``python_model`` as the active run's ``model`` and register it as
     ``registered_name``; returns the model's URI."""
-    with quiet_logging():
+    with quiet_logging(), tempfile.TemporaryDirectory(prefix="medran-model-") as tmp:
+        # Plain copies: MLflow refuses files that resolve outside the folder it copies, as a
+        # DVC checkout with symlink or hardlink links to the cache does.
+        copies = {}
+        for key, folder in artifacts.items():
+            copies[key] = str(shutil.copytree(folder, Path(tmp) / key / Path(folder).name))
         info = mlflow.pyfunc.log_model(
             name=MODEL,
             python_model=python_model,
-            artifacts={k: str(v) for k, v in artifacts.items()},
+            artifacts=copies,
             signature=signature,
             pip_requirements=requirements(),
             registered_model_name=registered_name,
