@@ -35,7 +35,7 @@ import torch
 from medran.attacks.base import cosine
 from medran.attacks.mfii import MFII
 from medran.attacks.pgd import Budget
-from medran.models.factory import create_clip
+from medran.models.factory import ClipModel, create_clip
 from medran.models.wrappers import ImageEncoder
 
 # (model, image size, steps, batch sizes per device)
@@ -80,8 +80,12 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def bench(name: str, size: int, steps: int, batch: int, device: torch.device, repeats: int) -> dict:
-    encoder = ImageEncoder(create_clip(name, seed=0)).to(device).eval().requires_grad_(False)
+def bench(
+    clip: ClipModel, size: int, steps: int, batch: int, device: torch.device, repeats: int
+) -> dict:
+    """The attack on ``size`` px images: resized inside the encoder to ``clip``'s own
+    resolution when they differ, as the attack stage does."""
+    encoder = ImageEncoder(clip).to(device).eval().requires_grad_(False)
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, size, size, generator=generator).to(device)
     target = torch.rand(batch, 3, size, size, generator=generator).to(device)
@@ -94,7 +98,7 @@ def bench(name: str, size: int, steps: int, batch: int, device: torch.device, re
     attack = MFII(encoder, Budget(8 / 255, 1 / 255, steps, random_start=False))
     total = timed(lambda: attack(x, target), device, repeats)
     row = {
-        "model": name,
+        "model": clip.name,
         "image_size": size,
         "batch_size": batch,
         "steps": steps,
@@ -127,7 +131,7 @@ def main() -> None:
     print(header + ("  CUDA MiB" if device.type == "cuda" else ""))
     for name, size, steps, batches in CASES[args.device]:
         for batch in batches:
-            row = bench(name, size, steps, batch, device, args.repeats)
+            row = bench(create_clip(name, seed=0), size, steps, batch, device, args.repeats)
             rows.append(row)
             line = f"{name:<12} {size:>4} {batch:>5} {steps:>5} {row['fwd_bwd_s'] * 1e3:>10.1f} "
             line += f"{row['attack_s']:>8.2f} {row['image_steps_per_s']:>11.1f} "

@@ -2,7 +2,8 @@
 
 * ``attack``: MF-ii image-steps/s (``attack_throughput.bench``: the image encoder's forward
   and input-gradient backward per step) against batch size at 64 px, and against image size
-  (64, 128, 224 px) at one batch size, on ``medran-tiny`` (patch 8: 64, 256 and 784 tokens).
+  (64, 128, 224 px) at one batch size, on ``medran-tiny`` built at that size (patch 8: 64, 256
+  and 784 tokens).
 * ``pretrain``: images/s of medran's training loop (``gpu.bench_pretrain``: Accelerate,
   ``ClipLoss``, AdamW) against the global batch, on ``medran-tiny`` at 64 px.
 * ``pipeline``: the wall time of a whole ``dvc repro`` from nothing at CI scale
@@ -40,6 +41,8 @@ import yaml
 from attack_throughput import bench as bench_attack
 from gpu import DRY, bench_pretrain
 
+from medran.models.factory import create_clip
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports" / "benchmarks" / "scaling.json"
 MODEL = "medran-tiny"
@@ -52,9 +55,13 @@ LEVELS = {1: [0.0], 2: [0.0, 0.5], 4: [0.0, 0.1, 0.25, 0.5]}
 
 def attack_curves(steps: int, repeats: int) -> dict:
     device = torch.device("cpu")
-    by_batch = [bench_attack(MODEL, 64, steps, b, device, repeats) for b in ATTACK_BATCHES]
+    clip = create_clip(MODEL, seed=0)
+    by_batch = [bench_attack(clip, 64, steps, b, device, repeats) for b in ATTACK_BATCHES]
     by_size = [
-        bench_attack(MODEL, s, steps, ATTACK_SIZE_BATCH, device, repeats) for s in ATTACK_SIZES
+        bench_attack(
+            create_clip(MODEL, seed=0, image_size=s), s, steps, ATTACK_SIZE_BATCH, device, repeats
+        )
+        for s in ATTACK_SIZES
     ]
     keep = ("batch_size", "image_size", "image_steps_per_s", "fwd_bwd_s", "attack_s")
     by_batch = [{k: r[k] for k in keep} for r in by_batch]
@@ -127,6 +134,7 @@ def pipeline_curve() -> dict:
                     "wall_s": result["total_wall_s"],
                     "stages": len(result["stages"]),
                     "wall_s_by_stage": groups,
+                    "startup_fraction": result["startup_fraction"],
                 }
             )
     first, middle, last = rows

@@ -74,16 +74,26 @@ def model_config(name: str) -> dict[str, Any]:
     return config
 
 
-def create_clip(name: str, pretrained: str | None = None, seed: int | None = None) -> ClipModel:
-    """Build the CLIP ``name`` (random init unless ``pretrained`` or a schema gives weights)."""
+def create_clip(
+    name: str,
+    pretrained: str | None = None,
+    seed: int | None = None,
+    image_size: int | None = None,
+) -> ClipModel:
+    """Build the CLIP ``name`` (random init unless ``pretrained`` or a schema gives weights),
+    at its own input resolution or at ``image_size`` (open_clip's ``force_image_size``)."""
     check_model_name(name)
     if seed is not None:
         torch.manual_seed(seed)
     # open_clip warns "No pretrained weights loaded" for every deliberate random init.
     random_init = not pretrained and not name.startswith((LOCAL, HUB))
     with _root_level(logging.ERROR if random_init else logging.getLogger().level):
-        model = open_clip.create_model(name, pretrained=pretrained or None, output_dict=True)
+        model = open_clip.create_model(
+            name, pretrained=pretrained or None, output_dict=True, force_image_size=image_size
+        )
     cfg = model_config(name) if not name.startswith(HUB) else _hub_config(name)
+    if image_size:
+        cfg = cfg | {"vision_cfg": cfg["vision_cfg"] | {"image_size": image_size}}
     return ClipModel(model, cfg, name, dict(get_model_preprocess_cfg(model)))
 
 
