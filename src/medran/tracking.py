@@ -293,9 +293,9 @@ def stage_run(
         items = list(flat.items())
         for start in range(0, len(items), 100):  # MLflow accepts 100 params per batch
             mlflow.log_params(dict(items[start : start + 100]))
-        for name, path in (inputs or {}).items():
+        for key, path in (inputs or {}).items():
             # Relative to the project: an absolute path tells others about this machine.
             source = LocalArtifactDatasetSource(os.path.relpath(Path(path).resolve()))
-            mlflow.log_input(MetaDataset(source, name=name, digest=digests[name]), context=name)
+            mlflow.log_input(MetaDataset(source, name=key, digest=digests[key]), context=key)
         log.info("MLflow run %s (%s) in %s", run.info.run_id, name, redact(uri))
         yield StageRun(run.info.run_id)

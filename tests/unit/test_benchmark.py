@@ -38,17 +38,21 @@ def test_measure_attributes_time_and_memory_to_stages(tmp_path: Path) -> None:
     assert abs(result["startup_fraction"] - 0.5 / result["total_wall_s"]) < 0.01
 
 
-def test_a_stage_reports_its_startup_only_when_asked(tmp_path: Path) -> None:
+def test_a_stage_reports_its_startup_only_when_asked() -> None:
+    def stderr(source: str, **extra: str) -> str:
+        env = {k: v for k, v in os.environ.items() if k not in (REPORT, STARTED, "RANK")}
+        command = [sys.executable, "-c", source]
+        done = subprocess.run(command, capture_output=True, text=True, check=True, env=env | extra)
+        return done.stderr
+
     code = "from medran import startup; startup.begin(); startup.ready()"
-    run = lambda env: subprocess.run(  # noqa: E731
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
-    )
-    env = {k: v for k, v in os.environ.items() if k not in (REPORT, STARTED, "RANK")}
-    assert run(env).stderr == ""
-    line = run(env | {REPORT: "1"}).stderr
+    assert stderr(code) == ""
+    line = stderr(code, **{REPORT: "1"})
     assert line.startswith(PREFIX)
     assert 0.0 < float(line.removeprefix(PREFIX)) < 60.0  # the interpreter's start, imports
-    assert run(env | {REPORT: "1", "RANK": "1"}).stderr == ""  # only the main process
+    assert stderr(code, **{REPORT: "1", "RANK": "1"}) == ""  # only the main process
+    slow = "import time; time.sleep(1.5); " + code  # the clock starts with the process
+    assert 1.5 <= float(stderr(slow, **{REPORT: "1"}).removeprefix(PREFIX)) < 10.0
 
 
 def test_fresh_copy_has_tracked_and_new_files_but_not_ignored_ones(tmp_path: Path) -> None:
