@@ -136,6 +136,7 @@ def print_table(rows: list[dict]) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=MODEL, help="an open_clip or medran config name")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64, help="global = per process (1)")
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -167,7 +168,7 @@ def main() -> None:
         (f"open_clip_train (workers={w})", "open_clip_train", w) for w in args.workers
     ]
     setup = {
-        "model": MODEL,
+        "model": args.model,
         "epochs": args.epochs,
         "batch_size": args.batch_size,  # global = per process: one process each
         "lr": args.lr,
