@@ -40,6 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+# A script beside this one (its folder is on sys.path when this runs as a script).
+from attack_throughput import sync, timed
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,22 +69,10 @@ DRY = Scale("medran-tiny", 64, 4, 2, 8, 3, 4, 2, (256,))
 N_LABELS = 14  # ChestX-ray14's findings
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def best_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
     """Best wall time of ``repeats`` calls after one warm-up call."""
     fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return timed(fn, device, repeats)
 
 
 def flops(fn: Callable[[], object]) -> float:
