@@ -20,13 +20,16 @@ import psutil
 from medran.launch import is_main_process
 
 REPORT = "MEDRAN_REPORT_STARTUP"
-STARTED = "MEDRAN_STAGE_STARTED"  # epoch seconds; inherited by a relaunched stage
+STARTED = "MEDRAN_STAGE_STARTED"  # on _now's clock; inherited by a relaunched stage
+PROC_STAT = Path("/proc/self/stat")
 PREFIX = "medran-startup:"
 
 
 def begin() -> None:
-    """Note when this stage's first process started (a no-op in a relaunched child)."""
-    os.environ.setdefault(STARTED, str(_started()))
+    """Note when this stage's first process started (a no-op in a relaunched child, and
+    unless the benchmark asks)."""
+    if os.environ.get(REPORT):
+        os.environ.setdefault(STARTED, str(_started()))
 
 
 def ready() -> None:
@@ -41,14 +44,11 @@ def _started() -> float:
     """When this process started, on :func:`_now`'s clock. On Linux, the kernel's start tick
     against the boot-time clock: psutil's wall-clock start time rounds the boot time to a whole
     second, an error as large as a small stage's start-up."""
-    try:
-        after_name = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        return int(after_name[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
-    except (OSError, ValueError, IndexError):
+    if not PROC_STAT.exists():
         return psutil.Process().create_time()
+    after_name = PROC_STAT.read_text().rsplit(")", 1)[1].split()
+    return int(after_name[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
 
 
 def _now() -> float:
-    return (
-        time.clock_gettime(time.CLOCK_BOOTTIME) if Path("/proc/self/stat").exists() else time.time()
-    )
+    return time.clock_gettime(time.CLOCK_BOOTTIME) if PROC_STAT.exists() else time.time()
