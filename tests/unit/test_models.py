@@ -57,6 +57,22 @@ def test_shipped_configs_are_registered_and_round_trip(tmp_path: Path, name: str
     assert tokens.shape == (1, 32)
 
 
+def test_conv_towers_are_channels_last_and_compute_the_same() -> None:
+    clip = create_clip("medran-rn32", seed=0)
+    assert clip.model.visual.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    contiguous = create_clip("medran-rn32", seed=0)
+    contiguous.model.visual.to(memory_format=torch.contiguous_format)
+    assert not contiguous.model.visual.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        a = ImageEncoder(clip).eval()(images)
+        b = ImageEncoder(contiguous).eval()(images)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert not create_clip("medran-tiny", seed=0).model.visual.conv1.weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
+
+
 def test_image_encoder_normalises_and_resizes_inside() -> None:
     encoder = ImageEncoder(create_clip("medran-tiny", seed=0)).eval()
     features = encoder(torch.rand(3, 3, 48, 48, requires_grad=True))
