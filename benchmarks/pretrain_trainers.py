@@ -2,9 +2,10 @@
 
     python benchmarks/pretrain_trainers.py SETUP_JSON RESULT_JSON
 
-``SETUP_JSON`` names the trainer (``ours`` or ``open_clip_train``) and the shared settings;
-``RESULT_JSON`` receives the timed seconds (from just before the data is loaded to the end of
-the last step), CPU seconds, per-step losses and peak RSS of this process and its children.
+``SETUP_JSON`` names the trainer (``ours`` or ``open_clip_train``; ``floor`` times the parts
+of a step no loop avoids) and the shared settings; ``RESULT_JSON`` receives the timed seconds
+(from just before the data is loaded to the end of the last step), CPU seconds, per-step
+losses and peak RSS of this process and its children.
 """
 
 from __future__ import annotations
@@ -86,6 +87,48 @@ def run_ours(setup: dict[str, Any]) -> dict:
         "steps": len(losses),
         "losses": losses,
         "rss_before_mib": rss_before,
+    }
+
+
+def run_floor(setup: dict[str, Any]) -> dict:
+    """The step's parts that no loop can avoid, at the same model, batch and threads, best of
+    ``repeats`` after warm-up: a forward and backward of the contrastive loss (on captions
+    from the data and random pixels: the cost does not depend on their values), gradient
+    clipping and the fused AdamW update. A step cannot be faster than their sum."""
+    import pandas as pd
+    import torch
+
+    from medran.models.factory import create_clip
+    from medran.training.clip_objective import ClipObjective
+    from medran.training.loop import param_groups
+
+    torch.set_num_threads(setup["threads"])
+    clip, batch = create_clip(setup["model"], seed=setup["seed"]), setup["batch_size"]
+    model = clip.model.train()
+    images = torch.rand(batch, 3, clip.image_size, clip.image_size)
+    captions = pd.read_csv(setup["csv"], sep="\t")["title"].tolist()[:batch]
+    tokens = clip.tokenizer()(captions)
+    objective = ClipObjective(clip.mean, clip.std, 0, 1)
+    optimizer = torch.optim.AdamW(param_groups(model, setup["weight_decay"]), fused=True)
+
+    def forward_backward() -> None:
+        model.zero_grad(set_to_none=True)
+        objective(model, (images, tokens))["loss"].backward()
+
+    def best_of(fn: Any, repeats: int = 10) -> float:
+        for _ in range(3):
+            fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return {
+        "forward_backward_s": best_of(forward_backward),
+        "clip_grad_s": best_of(lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)),
+        "optimizer_step_s": best_of(optimizer.step),
     }
 
 
@@ -202,7 +245,8 @@ def run_open_clip_train(setup: dict[str, Any]) -> dict:
 def main() -> None:
     setup_path, result_path = map(Path, sys.argv[1:3])
     setup = json.loads(setup_path.read_text())
-    runner = run_ours if setup["trainer"] == "ours" else run_open_clip_train
+    runners = {"ours": run_ours, "open_clip_train": run_open_clip_train, "floor": run_floor}
+    runner = runners[setup["trainer"]]
     result = runner(setup)
     result["peak_rss_mib"] = peak_rss_mib()
     result_path.write_text(json.dumps(result))
