@@ -92,11 +92,12 @@ def run_ours(setup: dict[str, Any]) -> dict:
 
 def run_floor(setup: dict[str, Any]) -> dict:
     """The step's parts that no loop can avoid, at the same model, batch and threads, best of
-    ``repeats`` after warm-up: a forward and backward of the contrastive loss (on captions
+    10 after warm-up: a forward and backward of the contrastive loss (on captions
     from the data and random pixels: the cost does not depend on their values), gradient
     clipping and the fused AdamW update. A step cannot be faster than their sum."""
     import pandas as pd
     import torch
+    from attack_throughput import timed
 
     from medran.models.factory import create_clip
     from medran.training.clip_objective import ClipObjective
@@ -115,15 +116,10 @@ def run_floor(setup: dict[str, Any]) -> dict:
         model.zero_grad(set_to_none=True)
         objective(model, (images, tokens))["loss"].backward()
 
-    def best_of(fn: Any, repeats: int = 10) -> float:
-        for _ in range(3):
+    def best_of(fn: Any) -> float:
+        for _ in range(3):  # warm-up: allocator and oneDNN caches
             fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
+        return timed(fn, torch.device("cpu"), repeats=10)
 
     return {
         "forward_backward_s": best_of(forward_backward),

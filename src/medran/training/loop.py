@@ -241,8 +241,8 @@ def _prepare(
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     groups = param_groups(model, cfg.weight_decay, cfg.group_lrs)
-    # Fused: one kernel per step instead of a few per parameter; on a CPU it updates
-    # medran-tiny's 5M parameters 5x faster than the default, a tenth of a training step.
+    # Fused: one kernel per step instead of a few per parameter. On a 2-core CPU an update of
+    # medran-tiny's 5.3 M parameters takes 2 ms against 21 ms with the default (foreach).
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     # The schedule counts optimizer updates; it is stepped by hand (not prepared) so it
